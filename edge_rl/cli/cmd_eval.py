@@ -1,0 +1,61 @@
+"""`edge-rl eval`: greedy evaluation of a saved policy (numpy only; torch is never imported)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge_rl.cli.common import json_object
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a saved policy greedily",
+        description="Run the policy in DIR greedily for N episodes (episode i is reset with seed S+i). "
+        "The env and its kwargs default to those the policy was trained on.",
+    )
+    p.add_argument("policy_dir", metavar="DIR", type=Path, help="directory holding policy.json + policy.safetensors")
+    p.add_argument("--episodes", type=int, default=20, help="number of episodes (default: 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    p.add_argument("--env", default=None, metavar="ENV_ID", help="environment id (default: the training env)")
+    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON", help="kwargs for gymnasium.make")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_rl.errors import BadInput
+    from edge_rl.evaluate import evaluate
+    from edge_rl.gymenv import env_specs, make_env
+    from edge_rl.policy import Policy
+    from edge_rl.table import print_table
+
+    if args.episodes < 1:
+        raise BadInput(f"--episodes must be >= 1, got {args.episodes}")
+    policy = Policy.load(args.policy_dir)
+    env_id = args.env or policy.metadata.get("env_id")
+    if not env_id:
+        raise BadInput(f"{args.policy_dir} does not record its environment; pass --env ENV_ID")
+    env_kwargs = args.env_kwargs if args.env_kwargs is not None else policy.metadata.get("env_kwargs", {})
+    env = make_env(env_id, env_kwargs)
+    obs_spec, action_spec = env_specs(env)
+    env.close()
+    if obs_spec.shape != (policy.observation.size,) or action_spec.n != policy.action.n:
+        raise BadInput(
+            f"policy expects {policy.observation.size} observations and {policy.action.n} actions, "
+            f"{env_id} has {obs_spec.size} and {action_spec.n}"
+        )
+    result = evaluate(policy.act, env_id, args.episodes, args.seed, env_kwargs)
+    doc = {"env_id": env_id, "seed": args.seed, **result.to_dict()}
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    header = ["env", "episodes", "mean return", "std", "min", "max"]
+    row = [env_id, result.episodes, result.mean_return, result.std_return, min(result.returns), max(result.returns)]
+    if result.success_rate is not None:
+        header.append("success rate")
+        row.append(result.success_rate)
+    print_table(header, [row])
+    return 0

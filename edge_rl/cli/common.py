@@ -1,0 +1,57 @@
+"""Argument helpers shared by subcommands: JSON kwargs, integer lists, dataclass-driven options."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from typing import Any
+
+from edge_rl.errors import BadInput
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type for --env-kwargs: a JSON object, or a clear error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at column {e.colno}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object like '{{\"key\": 1}}', got {text!r}")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """argparse type for widths like 64,64."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
+    return values
+
+
+def add_dataclass_options(group: argparse._ArgumentGroup, cls: type, skip: set[str]) -> None:
+    """One --option per dataclass field, help text from the field's metadata, default None (= unset)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint, default = hints[f.name], f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif hint is tuple:
+            group.add_argument(flag, type=int_list, default=None, metavar="N,N", help=help_text)
+        elif hint is dict:
+            group.add_argument(flag, type=json_object, default=None, metavar="JSON", help=help_text)
+        else:
+            base = float if hint in (float, float | None) else int if hint is int else str
+            group.add_argument(flag, type=base, default=None, metavar=base.__name__.upper(), help=help_text)
+
+
+def config_error(e: Exception) -> BadInput:
+    return BadInput(str(e).splitlines()[0])

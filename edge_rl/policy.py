@@ -1,0 +1,399 @@
+"""The policy IR: one framework-neutral Q-network description that every stage reads and writes.
+
+A `Policy` is an observation spec (shape, bounds, normalisation baked in), an action spec (count,
+names, the safe fallback action) and an ordered list of layers with a numpy reference forward
+pass. The trainer produces it, quantizers transform it, exporters translate it and the device
+runs it, so there is one converter per stage instead of one per pair of stages.
+
+On disk it is `policy.json` (structure, JSON) next to `policy.safetensors` (arrays). Loading
+checks the schema version, the exact set of arrays, their dtypes, shapes and finiteness, and
+refuses anything else with a `PolicyFormatError` that names the problem. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edge_rl.atomic import write_atomic
+from edge_rl.errors import BadInput
+from edge_rl.tensorfile import TensorFileError, load_tensors, save_tensors
+
+FORMAT = "edge-rl-policy"
+SCHEMA_VERSION = 1
+JSON_FILE = "policy.json"
+TENSOR_FILE = "policy.safetensors"
+
+
+class PolicyFormatError(BadInput):
+    """A policy on disk (or handed in) is malformed; the message names the problem."""
+
+
+# ---------------------------------------------------------------------------------------------
+# specs
+
+
+@dataclass(frozen=True, eq=False)
+class ObservationSpec:
+    """What the policy expects to see, with the normalisation that training used baked in.
+
+    The forward pass maps raw observations through `clip((obs - mean) / sqrt(var + eps))`, so
+    deployment never needs the training-time statistics from anywhere else.
+    """
+
+    shape: tuple[int, ...]
+    low: np.ndarray
+    high: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float = 10.0
+    eps: float = 1e-8
+    names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(d) for d in self.shape)
+        object.__setattr__(self, "shape", shape)
+        for name in ("low", "high", "mean", "var"):
+            arr = np.asarray(getattr(self, name), dtype=np.float32)
+            if arr.shape != shape:
+                raise PolicyFormatError(f"observation {name} has shape {arr.shape}, expected {shape}")
+            object.__setattr__(self, name, arr)
+        if np.isnan(self.low).any() or np.isnan(self.high).any() or (self.low > self.high).any():
+            raise PolicyFormatError("observation bounds must be ordered and not NaN")
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.var).all() and (self.var >= 0).all()):
+            raise PolicyFormatError("observation normalisation must be finite with var >= 0")
+        if not (math.isfinite(self.clip) and self.clip > 0 and math.isfinite(self.eps) and self.eps > 0):
+            raise PolicyFormatError("observation clip and eps must be positive and finite")
+        if self.names and len(self.names) != self.size:
+            raise PolicyFormatError(f"{len(self.names)} observation names for {self.size} features")
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def scale(self) -> np.ndarray:
+        """Multiplier equivalent to dividing by sqrt(var + eps), as the forward pass applies it."""
+        return (1.0 / np.sqrt(self.var.astype(np.float64) + self.eps)).astype(np.float32)
+
+    @classmethod
+    def unnormalized(cls, low: np.ndarray, high: np.ndarray, names: tuple[str, ...] = ()) -> ObservationSpec:
+        low = np.asarray(low, dtype=np.float32)
+        return cls(low.shape, low, high, np.zeros_like(low), np.ones_like(low), names=names)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """Discrete actions with names, and the action a device falls back to when input is bad."""
+
+    n: int
+    names: tuple[str, ...] = ()
+    safe: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "safe", int(self.safe))
+        if self.n < 1:
+            raise PolicyFormatError(f"action count must be >= 1, got {self.n}")
+        names = tuple(str(s) for s in self.names) or tuple(f"a{i}" for i in range(self.n))
+        if len(names) != self.n:
+            raise PolicyFormatError(f"{len(names)} action names for {self.n} actions")
+        object.__setattr__(self, "names", names)
+        if not 0 <= self.safe < self.n:
+            raise PolicyFormatError(f"safe action {self.safe} is not one of the {self.n} actions")
+
+
+# ---------------------------------------------------------------------------------------------
+# layers
+
+LAYER_KINDS: dict[str, type[Layer]] = {}
+
+
+class Layer:
+    """One step of the forward pass. Subclasses declare `kind` and register themselves.
+
+    `arrays()` and `config()` are what gets saved; `from_parts` rebuilds and validates a layer
+    from them, so new kinds (int8, 1-bit, Hadamard) plug in without touching the loader.
+    """
+
+    kind: ClassVar[str]
+    array_dtypes: ClassVar[dict[str, np.dtype]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            LAYER_KINDS[cls.kind] = cls
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def out_features(self, in_features: int) -> int:
+        """Output width for a given input width; raises PolicyFormatError if they do not fit."""
+        return in_features
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(a.size) for a in self.arrays().values())
+
+    @classmethod
+    def from_parts(cls, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Layer:
+        return cls(**config, **arrays)
+
+
+@dataclass(eq=False)
+class Dense(Layer):
+    """Fully connected fp32 layer: y = x @ weight.T + bias, weight shaped (out, in)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    kind: ClassVar[str] = "dense"
+    array_dtypes: ClassVar[dict[str, np.dtype]] = {"weight": np.dtype(np.float32), "bias": np.dtype(np.float32)}
+
+    def __post_init__(self) -> None:
+        self.weight = np.asarray(self.weight, dtype=np.float32)
+        self.bias = np.asarray(self.bias, dtype=np.float32)
+        if self.weight.ndim != 2 or self.bias.shape != (self.weight.shape[0],):
+            raise PolicyFormatError(f"dense weight {self.weight.shape} and bias {self.bias.shape} do not fit")
+        if not (np.isfinite(self.weight).all() and np.isfinite(self.bias).all()):
+            raise PolicyFormatError("dense layer holds non-finite values")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weight.T + self.bias
+
+    def out_features(self, in_features: int) -> int:
+        if in_features != self.weight.shape[1]:
+            raise PolicyFormatError(f"dense layer expects {self.weight.shape[1]} inputs, gets {in_features}")
+        return int(self.weight.shape[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight, "bias": self.bias}
+
+
+@dataclass(eq=False)
+class LayerNorm(Layer):
+    """Normalise over features; `weight`/`bias` are None for the affine-free (stream-friendly) form."""
+
+    eps: float = 1e-5
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    kind: ClassVar[str] = "layernorm"
+    array_dtypes: ClassVar[dict[str, np.dtype]] = {"weight": np.dtype(np.float32), "bias": np.dtype(np.float32)}
+
+    def __post_init__(self) -> None:
+        if (self.weight is None) != (self.bias is None):
+            raise PolicyFormatError("layernorm needs both weight and bias, or neither")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise PolicyFormatError(f"layernorm eps must be positive, got {self.eps}")
+        if self.weight is not None:
+            self.weight = np.asarray(self.weight, dtype=np.float32)
+            self.bias = np.asarray(self.bias, dtype=np.float32)
+            if self.weight.ndim != 1 or self.weight.shape != self.bias.shape:
+                raise PolicyFormatError("layernorm weight and bias must be equal-length vectors")
+            if not (np.isfinite(self.weight).all() and np.isfinite(self.bias).all()):
+                raise PolicyFormatError("layernorm holds non-finite values")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        mu = x.mean(axis=-1, keepdims=True)
+        centred = x - mu
+        y = centred / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + np.float32(self.eps))
+        return y if self.weight is None else y * self.weight + self.bias
+
+    def out_features(self, in_features: int) -> int:
+        if self.weight is not None and self.weight.shape[0] != in_features:
+            raise PolicyFormatError(f"layernorm has {self.weight.shape[0]} features, gets {in_features}")
+        return in_features
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {} if self.weight is None else {"weight": self.weight, "bias": self.bias}  # type: ignore[dict-item]
+
+    def config(self) -> dict[str, Any]:
+        return {"eps": float(self.eps)}
+
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh")
+
+
+@dataclass(eq=False)
+class Activation(Layer):
+    """Elementwise non-linearity; `slope` is LeakyReLU's negative slope."""
+
+    fn: str = "relu"
+    slope: float = 0.01
+    kind: ClassVar[str] = "activation"
+
+    def __post_init__(self) -> None:
+        if self.fn not in ACTIVATIONS:
+            raise PolicyFormatError(f"unknown activation {self.fn!r}; known: {', '.join(ACTIVATIONS)}")
+        if not math.isfinite(self.slope):
+            raise PolicyFormatError("activation slope must be finite")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.fn == "relu":
+            return np.maximum(x, 0)
+        if self.fn == "leaky_relu":
+            return np.where(x >= 0, x, x * np.float32(self.slope))
+        return np.tanh(x)
+
+    def config(self) -> dict[str, Any]:
+        return {"fn": self.fn, "slope": float(self.slope)} if self.fn == "leaky_relu" else {"fn": self.fn}
+
+
+# ---------------------------------------------------------------------------------------------
+# the policy
+
+
+@dataclass(eq=False)
+class Policy:
+    """A Q-network with its observation and action contract and a numpy reference forward."""
+
+    observation: ObservationSpec
+    action: ActionSpec
+    layers: list[Layer]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        width = self.observation.size
+        for i, layer in enumerate(self.layers):
+            try:
+                width = layer.out_features(width)
+            except PolicyFormatError as e:
+                raise PolicyFormatError(f"layer {i} ({layer.kind}): {e}") from None
+        if width != self.action.n:
+            raise PolicyFormatError(f"network outputs {width} values for {self.action.n} actions")
+        try:
+            json.dumps(self.metadata, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise PolicyFormatError(f"metadata must be plain JSON: {e}") from None
+        self._shift = self.observation.mean
+        self._scale = self.observation.scale
+        self._clip = np.float32(self.observation.clip)
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Q-values for one observation (-> (n,)) or a batch (-> (batch, n)), float32."""
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.shape == self.observation.shape
+        if not single and x.shape[1:] != self.observation.shape:
+            raise ValueError(f"observation shape {x.shape} does not match the policy's {self.observation.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("observation contains NaN or infinity")
+        x = x.reshape(1 if single else x.shape[0], self.observation.size)
+        x = np.clip((x - self._shift) * self._scale, -self._clip, self._clip)
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x[0] if single else x
+
+    def act(self, obs: np.ndarray) -> int | np.ndarray:
+        """Greedy action: an int for one observation, an int64 array for a batch."""
+        q = self.q_values(obs)
+        return int(q.argmax()) if q.ndim == 1 else q.argmax(axis=1)
+
+    @property
+    def n_params(self) -> int:
+        return sum(layer.n_params for layer in self.layers)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        """Write policy.json + policy.safetensors into `directory` (created if needed), each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        obs = self.observation
+        tensors = {f"observation.{k}": getattr(obs, k) for k in ("low", "high", "mean", "var")}
+        layers_json = []
+        for i, layer in enumerate(self.layers):
+            layers_json.append({"kind": layer.kind, **layer.config()})
+            tensors.update({f"layers.{i}.{k}": v for k, v in layer.arrays().items()})
+        doc = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "observation": {"shape": list(obs.shape), "clip": obs.clip, "eps": obs.eps, "names": list(obs.names)},
+            "action": {"n": self.action.n, "names": list(self.action.names), "safe": self.action.safe},
+            "layers": layers_json,
+            "metadata": self.metadata,
+        }
+        save_tensors(directory / TENSOR_FILE, tensors, {"format": FORMAT})
+        write_atomic(directory / JSON_FILE, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Policy:
+        """Load and validate a saved policy; any defect raises PolicyFormatError."""
+        directory = Path(directory)
+        paths = [directory / JSON_FILE, directory / TENSOR_FILE]
+        for path in paths:
+            if not path.is_file() or path.is_symlink():
+                raise PolicyFormatError(f"{path}: missing (or not a regular file); is {directory} a policy directory?")
+        try:
+            doc = json.loads(paths[0].read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PolicyFormatError(f"{paths[0]}: not valid JSON ({e})") from None
+        try:
+            tensors, _ = load_tensors(paths[1])
+        except TensorFileError as e:
+            raise PolicyFormatError(str(e)) from None
+        try:
+            return _from_parts(doc, tensors)
+        except PolicyFormatError as e:
+            raise PolicyFormatError(f"{directory}: {e}") from None
+
+
+def _from_parts(doc: Any, tensors: dict[str, np.ndarray]) -> Policy:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise PolicyFormatError(f"policy.json is not an {FORMAT} document")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise PolicyFormatError(f"unsupported schema version {version!r} (this edge-rl reads {SCHEMA_VERSION})")
+    expected: dict[str, np.dtype] = {f"observation.{k}": np.dtype(np.float32) for k in ("low", "high", "mean", "var")}
+    try:
+        obs_doc, act_doc, layer_docs = doc["observation"], doc["action"], doc["layers"]
+        kinds = [LAYER_KINDS[d["kind"]] for d in layer_docs]
+    except KeyError as e:
+        raise PolicyFormatError(f"policy.json lacks or misnames {e}") from None
+    except TypeError:
+        raise PolicyFormatError("policy.json has the wrong structure") from None
+    for i, kind in enumerate(kinds):
+        present = {k for k in kind.array_dtypes if f"layers.{i}.{k}" in tensors}
+        expected.update({f"layers.{i}.{k}": kind.array_dtypes[k] for k in present})
+    if set(tensors) != set(expected):
+        extra, missing = sorted(set(tensors) - set(expected)), sorted(set(expected) - set(tensors))
+        raise PolicyFormatError(f"array set mismatch (unexpected: {extra}, missing: {missing})")
+    for name, dtype in expected.items():
+        if tensors[name].dtype != dtype:
+            raise PolicyFormatError(f"array {name} is {tensors[name].dtype}, expected {dtype}")
+    try:
+        observation = ObservationSpec(
+            shape=tuple(obs_doc["shape"]),
+            clip=float(obs_doc["clip"]),
+            eps=float(obs_doc["eps"]),
+            names=tuple(obs_doc.get("names", ())),
+            **{k: tensors[f"observation.{k}"] for k in ("low", "high", "mean", "var")},
+        )
+        action = ActionSpec(n=int(act_doc["n"]), names=tuple(act_doc["names"]), safe=int(act_doc["safe"]))
+        layers = []
+        for i, (kind, layer_doc) in enumerate(zip(kinds, layer_docs, strict=True)):
+            config = {k: v for k, v in layer_doc.items() if k != "kind"}
+            prefix = f"layers.{i}."
+            arrays = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            layers.append(kind.from_parts(config, arrays))
+        metadata = doc.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise PolicyFormatError("metadata must be a JSON object")
+        return Policy(observation, action, layers, metadata)
+    except PolicyFormatError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise PolicyFormatError(f"policy.json has a malformed field ({type(e).__name__}: {e})") from None

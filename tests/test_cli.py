@@ -1,0 +1,146 @@
+"""The `edge-rl` command as a user runs it: subprocesses, exit codes, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_policy import make_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_rl.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_every_subcommand_has_help(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0
+    assert "usage: edge-rl " + command in result.stdout
+    assert len(result.stdout.splitlines()) > 5
+
+
+def test_train_help_lists_every_dqn_setting() -> None:
+    from edge_rl.train.config import FIELD_NAMES
+
+    text = cli("train", "--help").stdout
+    for name in FIELD_NAMES - {"env_id", "env_kwargs"}:
+        assert "--" + name.replace("_", "-") in text, name
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "NoSuchEnv-v0", "--steps", "10"], "NoSuchEnv-v0"),
+        (["train", "CartPole-v1", "--env-kwargs", "{not json"], "not valid JSON"),
+        (["train", "CartPole-v1", "--env-kwargs", "[1, 2]"], "JSON object"),
+        (["train", "CartPole-v1", "--env-kwargs", '{"no_such_kwarg": 1}'], "no_such_kwarg"),
+        (["train", "CartPole-v1", "--hidden", "64,x"], "comma-separated"),
+        (["train", "CartPole-v1", "--lr", "-1"], "lr=-1.0"),
+        (["train", "CartPole-v1", "--config", "/nonexistent.toml"], "nonexistent.toml"),
+        (["train", "CartPole-v1", "--steps", "ten"], "invalid int value"),
+        (["train", "edge_rl/AntiJam-v0", "--env-kwargs", '{"jammer": "laser"}'], "laser"),
+        (["eval", "/nonexistent/run"], "missing"),
+        (["eval", ".", "--episodes", "0"], "--episodes"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_input_exits_2_with_one_line(args: list[str], needle: str) -> None:
+    assert_one_line_error(cli(*args), needle)
+
+
+def test_bad_toml_setting_is_named(tmp_path) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[dqn]\nlr = 0.001\nlearning_rate = 3\n")
+    assert_one_line_error(cli("train", "CartPole-v1", "--config", str(cfg)), "learning_rate")
+
+
+def test_eval_refuses_corrupt_policy(tmp_path) -> None:
+    make_policy().save(tmp_path)
+    data = bytearray((tmp_path / "policy.safetensors").read_bytes())
+    (tmp_path / "policy.safetensors").write_bytes(bytes(data[: len(data) // 2]))
+    assert_one_line_error(cli("eval", str(tmp_path)), "policy.safetensors")
+
+
+def test_eval_refuses_mismatched_env(tmp_path) -> None:
+    make_policy().save(tmp_path)  # 3 observations, 4 actions
+    assert_one_line_error(cli("eval", str(tmp_path), "--env", "CartPole-v1"), "policy expects 3 observations")
+
+
+@pytest.mark.slow
+def test_train_then_eval_round_trip(tmp_path) -> None:
+    """A tiny run writes the documented run directory, and eval reads it back without torch."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("[dqn]\nlearning_starts = 200\neval_every = 1000\neval_episodes = 3\nbatch_size = 32\n")
+    out = tmp_path / "run"
+    result = cli(
+        "train",
+        "CartPole-v1",
+        "--steps",
+        "1500",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--hidden",
+        "16,16",
+        "--config",
+        str(cfg),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "best eval return" in result.stdout
+    assert {"policy.json", "policy.safetensors", "train.json", "curve.png"} <= {p.name for p in out.iterdir()}
+    run = json.loads((out / "train.json").read_text())
+    assert run["config"]["hidden"] == [16, 16] and run["config"]["learning_starts"] == 200
+    assert run["steps"] == 1500 and len(run["evaluations"]) == 2
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    probe = (
+        "import sys; sys.argv = ['edge-rl', 'eval', sys.argv[1], '--episodes', '4', '--seed', '7', '--json'];"
+        "import edge_rl.cli as c; rc = c.main(sys.argv[1:]);"
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ev = subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True, text=True, env=env, timeout=60)
+    assert ev.returncode == 0, ev.stderr
+    doc = json.loads(ev.stdout)
+    assert doc["episodes"] == 4 and len(doc["returns"]) == 4
+    assert doc["mean_return"] == pytest.approx(sum(doc["returns"]) / 4)
+    assert {"mean_return", "std_return", "episodes"} <= doc.keys() and "success_rate" not in doc
+
+
+def test_eval_reports_success_rate_for_envs_that_report_it(tmp_path) -> None:
+    import numpy as np
+
+    from edge_rl.gymenv import make_env
+    from edge_rl.policy import ActionSpec, Dense, ObservationSpec, Policy
+
+    env = make_env("edge_rl/AntiJam-v0")
+    n_obs, n_act = env.observation_space.shape[0], env.action_space.n
+    low, high = env.observation_space.low, env.observation_space.high
+    stay = Policy(
+        ObservationSpec.unnormalized(low, high),
+        ActionSpec(n_act),
+        [Dense(np.zeros((n_act, n_obs)), np.eye(n_act)[0])],
+        {"env_id": "edge_rl/AntiJam-v0"},
+    )
+    stay.save(tmp_path)
+    doc = json.loads(cli("eval", str(tmp_path), "--episodes", "3", "--json").stdout)
+    assert 0.0 <= doc["success_rate"] <= 1.0
