@@ -56,6 +56,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> N
         (["train", "CartPole-v1", "--config", "/nonexistent.toml"], "nonexistent.toml"),
         (["train", "CartPole-v1", "--steps", "ten"], "invalid int value"),
         (["train", "edge_rl/AntiJam-v0", "--env-kwargs", '{"jammer": "laser"}'], "laser"),
+        (["train", "Pendulum-v1", "--steps", "10"], "Discrete action"),
         (["eval", "/nonexistent/run"], "missing"),
         (["eval", ".", "--episodes", "0"], "--episodes"),
     ],
@@ -144,3 +145,28 @@ def test_eval_reports_success_rate_for_envs_that_report_it(tmp_path) -> None:
     stay.save(tmp_path)
     doc = json.loads(cli("eval", str(tmp_path), "--episodes", "3", "--json").stdout)
     assert 0.0 <= doc["success_rate"] <= 1.0
+
+
+@pytest.mark.slow
+def test_any_box_discrete_gymnasium_env_works_end_to_end(tmp_path) -> None:
+    out = tmp_path / "acrobot"
+    result = cli(
+        "train",
+        "Acrobot-v1",
+        "--steps",
+        "800",
+        "--out",
+        str(out),
+        "--hidden",
+        "8",
+        "--learning-starts",
+        "200",
+        "--eval-every",
+        "0",
+        "--eval-episodes",
+        "1",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(cli("eval", str(out), "--episodes", "2", "--json").stdout)
+    assert doc["env_id"] == "Acrobot-v1" and -500 <= doc["mean_return"] <= 0

@@ -96,8 +96,14 @@ class DQNConfig:
 
 
 # Tuned starting points per environment, in the spirit of RL Zoo's hyperparams/dqn.yml.
+# Stopping at CartPole's 500 (confirmed on 40 episodes) rather than its 475 threshold: policies
+# stopped at 475-495 often scored below 475 on the next twenty seeds.
 PRESETS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": {},
+    "CartPole-v1": {"batch_size": 128, "eval_every": 2_500, "stop_reward": 500.0},
+    "edge_rl/AntiJam-v0": {"steps": 40_000},
+    # the tuned PD baseline is within 2% of a privileged oracle: beating it takes a slower, longer run
+    "edge_rl/Hover-v0": {"steps": 150_000, "lr": 5e-4, "gamma": 0.97},
+    "edge_rl/LineFollow-v0": {"steps": 60_000},
 }
 
 FIELD_NAMES = frozenset(f.name for f in fields(DQNConfig))

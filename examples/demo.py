@@ -1,0 +1,77 @@
+"""End-to-end demo on the embedded defaults: train, evaluate, compare with scripted baselines.
+
+    python examples/demo.py            # CartPole-v1 and AntiJam-v0 (sweeping jammer), ~1-2 min
+    python examples/demo.py --all      # also Hover-v0 and LineFollow-v0, a few minutes more
+
+Every step is the user-facing command (`edge-rl train`, `edge-rl eval`) run in-process; the final
+table sets each trained policy next to the env's scripted baselines on the same evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_rl.cli import main as edge_rl  # noqa: E402
+from edge_rl.envs.baselines import BASELINES, run_baseline  # noqa: E402
+from edge_rl.evaluate import evaluate  # noqa: E402
+from edge_rl.gymenv import make_env  # noqa: E402
+from edge_rl.policy import Policy  # noqa: E402
+from edge_rl.table import print_table  # noqa: E402
+
+EPISODES, EVAL_SEED = 50, 20_000
+
+# (env id, env kwargs, training steps)
+TASKS = [
+    ("CartPole-v1", {}, 50_000),
+    ("edge_rl/AntiJam-v0", {"jammer": "sweeping"}, 30_000),
+]
+MORE_TASKS = [
+    ("edge_rl/Hover-v0", {}, 60_000),
+    ("edge_rl/LineFollow-v0", {}, 60_000),
+]
+
+
+def run_task(env_id: str, kwargs: dict, steps: int, out: Path) -> list[list]:
+    label = env_id + "".join(f" {k}={v}" for k, v in kwargs.items())
+    print(f"\n== {label}: train {steps:,} steps -> {out}", flush=True)
+    code = edge_rl(
+        ["train", env_id, "--steps", str(steps), "--seed", "0", "--out", str(out), "--env-kwargs", json.dumps(kwargs)]
+    )
+    if code:
+        raise SystemExit(code)
+    edge_rl(["eval", str(out), "--episodes", str(EPISODES), "--seed", str(EVAL_SEED)])
+
+    env = make_env(env_id, kwargs)
+    best = getattr(env.unwrapped, "best_success_rate", None)
+    env.close()
+    trained = evaluate(Policy.load(out).act, env_id, EPISODES, EVAL_SEED, kwargs)
+    rows = [[label, "DQN (edge-rl)", trained.mean_return, trained.success_rate, best]]
+    for name in BASELINES.get(env_id, {}):
+        r = run_baseline(env_id, name, EPISODES, EVAL_SEED, **kwargs)
+        rows.append([label, f"baseline: {name}", r["mean_return"], r.get("success_rate"), best])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="also train Hover-v0 and LineFollow-v0")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "demo")
+    args = parser.parse_args()
+    rows = []
+    for env_id, kwargs, steps in TASKS + (MORE_TASKS if args.all else []):
+        rows += run_task(env_id, kwargs, steps, args.out / env_id.split("/")[-1])
+    print(f"\n== results: greedy, {EPISODES} episodes on seeds {EVAL_SEED}..{EVAL_SEED + EPISODES - 1}")
+    print_table(
+        ["task", "policy", "mean return", "success rate", "best success rate"],
+        [[c if c is not None else "-" for c in row] for row in rows],
+    )
+
+
+if __name__ == "__main__":
+    main()
