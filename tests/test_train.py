@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edge_rl.evaluate import evaluate  # noqa: E402
-from edge_rl.train.config import DQNConfig, resolve_config  # noqa: E402
-from edge_rl.train.dqn import train_dqn  # noqa: E402
-from edge_rl.train.replay import NStepWriter, ReplayBuffer  # noqa: E402
+from edge_rl.evaluate import evaluate
+from edge_rl.train.config import DQNConfig, resolve_config
+from edge_rl.train.dqn import train_dqn
+from edge_rl.train.replay import NStepWriter, ReplayBuffer
 
 
 def test_n_step_rows_discount_and_stop_at_episode_end() -> None:
