@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,11 +26,12 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return (
-            f"{v:.4g}" if abs(v) < 1e-3 and v else f"{v:,.2f}" if abs(v) >= 1000 else f"{v:.3f}".rstrip("0").rstrip(".")
-        )
-    return str(v)
+    """Floats with a fixed number of decimals by magnitude, so a column reads evenly."""
+    if not isinstance(v, float) or not math.isfinite(v):
+        return str(v)
+    if 0 < abs(v) < 1e-3:
+        return f"{v:.3g}"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}" if abs(v) < 1000 else f"{v:,.1f}"
 
 
 def _is_number(v: Any) -> bool:
