@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+import edge_rl
 from edge_rl import __version__
 from edge_rl.errors import BadInput, ExitCode
 
@@ -27,7 +28,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="edge-rl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = Parser(prog="edge-rl", description=edge_rl.__doc__)
     parser.add_argument("--version", action="version", version=f"edge-rl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, required=True)
     for name in COMMANDS:
