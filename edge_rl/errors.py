@@ -20,3 +20,7 @@ class BadInput(ValueError):
     """Input that cannot be used as given; `str(e)` is the one line a user sees."""
 
     exit_code: ExitCode = ExitCode.BAD_INPUT
+
+
+class PolicyFormatError(BadInput):
+    """A policy on disk (or handed in) is malformed; the message names the problem."""
