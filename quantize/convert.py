@@ -1,0 +1,115 @@
+"""Turn an fp32 policy IR into a mixed-precision one, layer by layer, calibrating as deployed.
+
+A plan gives each dense layer a precision: "fp32", "int8" or "1bit". Layers are converted in
+order, and every activation range is measured by running the *already converted* prefix on the
+calibration states, so each layer is calibrated on the inputs it will really see on a device.
+Between two int8 layers the activations stay int8 (requantization with a fused ReLU); an int8
+layer that feeds anything else, or is the last, emits float values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edge_rl.errors import BadInput
+from edge_rl.layers import Activation, Dense, Layer, LayerNorm
+from edge_rl.policy import Policy
+from edge_rl.qlayers import Quantize
+from quantize.binary import binary_dense
+from quantize.int8 import activation_qparams, int8_dense
+
+PRECISIONS = ("fp32", "int8", "1bit")
+
+
+class QuantizeError(BadInput):
+    """The policy cannot be quantized as asked."""
+
+
+def blocks(policy: Policy) -> list[tuple[Dense, list[Layer]]]:
+    """Split a float MLP into (dense, following non-dense layers) blocks."""
+    out: list[tuple[Dense, list[Layer]]] = []
+    for layer in policy.layers:
+        if isinstance(layer, Dense):
+            out.append((layer, []))
+        elif out and isinstance(layer, (Activation, LayerNorm)):
+            out[-1][1].append(layer)
+        else:
+            raise QuantizeError(f"only fp32 dense/layernorm/activation policies can be quantized, found {layer.kind}")
+    return out
+
+
+def renormalize(policy: Policy, states: np.ndarray) -> Policy:
+    """Re-fit the observation normalisation to `states`, folding the change into the first layer.
+
+    Training-time statistics come from warm-up play and can leave features far from unit scale
+    (CartPole's cart position reaches the +-10 clip), which wastes a per-tensor int8 input
+    grid. With (o - m1) s1 = ((o - m2) s2) (s1 / s2) + (m2 - m1) s1 the float function is
+    unchanged inside the old clip range, while the new inputs are near unit variance.
+    """
+    first = policy.layers[0]
+    if not isinstance(first, Dense):
+        raise QuantizeError("renormalisation needs a dense first layer")
+    old = policy.observation
+    flat = np.asarray(states, np.float64).reshape(len(states), -1)
+    mean, var = flat.mean(0), np.maximum(flat.var(0), 1e-12)
+    new = type(old)(old.shape, old.low, old.high, mean, var, old.clip, old.eps, old.names)
+    ratio = old.scale.astype(np.float64) / new.scale.astype(np.float64)
+    weight = first.weight.astype(np.float64) * ratio
+    bias = first.bias + first.weight.astype(np.float64) @ ((new.mean - old.mean) * old.scale)
+    layers = [Dense(weight.astype(np.float32), bias.astype(np.float32)), *policy.layers[1:]]
+    return Policy(new, policy.action, layers, policy.metadata)
+
+
+def default_plan(n_dense: int, precision: str) -> list[str]:
+    """int8 everywhere, or 1-bit hidden layers between int8 first and last layers."""
+    if precision == "1bit":
+        if n_dense < 3:
+            raise QuantizeError("1-bit needs at least two hidden layers (first and last layers stay int8)")
+        return ["int8"] + ["1bit"] * (n_dense - 2) + ["int8"]
+    return [precision] * n_dense
+
+
+def quantize_policy(
+    policy: Policy,
+    states: np.ndarray,
+    plan: Sequence[str],
+    method: str = "percentile",
+    seed: int = 0,
+) -> Policy:
+    """Convert `policy` following `plan`, calibrating on raw observations `states` (N, *obs_shape)."""
+    parts = blocks(policy)
+    if len(plan) != len(parts) or any(p not in PRECISIONS for p in plan):
+        raise QuantizeError(f"plan {list(plan)} must give one of {PRECISIONS} for each of {len(parts)} dense layers")
+    if len(states) < 16:
+        raise QuantizeError(f"need at least 16 calibration states, got {len(states)}")
+    obs = policy.observation
+    x = np.clip((np.asarray(states, np.float32).reshape(len(states), -1) - obs.mean) * obs.scale, -obs.clip, obs.clip)
+    layers: list[Layer] = []
+    in_qparams: tuple[float, int] | None = None  # set while activations are int8
+    for i, ((dense, post), precision) in enumerate(zip(parts, plan, strict=True)):
+        if precision == "int8":
+            relu_only = all(isinstance(p, Activation) and p.fn == "relu" for p in post) and len(post) <= 1
+            if not relu_only:
+                raise QuantizeError(f"int8 layer {i} must be followed by nothing or a ReLU, not {[p.kind for p in post]}")
+            if in_qparams is None:
+                in_qparams = activation_qparams(x, method)
+                layers.append(Quantize(*in_qparams))
+                x = layers[-1].forward(x)
+            next_int8 = i + 1 < len(plan) and plan[i + 1] == "int8"
+            out_qparams = None
+            if next_int8:  # calibrate the requantization on this layer's float output
+                probe = int8_dense(dense, in_qparams, None, relu=False).forward(x)
+                out_qparams = activation_qparams(np.maximum(probe, 0) if post else probe, method)
+            new = [int8_dense(dense, in_qparams, out_qparams, relu=bool(post))]
+            if not next_int8:
+                new += post
+            in_qparams = out_qparams
+        else:
+            new = [dense if precision == "fp32" else binary_dense(dense, seed + i), *post]
+        for layer in new:
+            x = layer.forward(x)
+        layers += new
+    meta = {**policy.metadata, "quantization": {"plan": list(plan), "calibration": method, "seed": seed}}
+    return Policy(policy.observation, policy.action, layers, meta)
