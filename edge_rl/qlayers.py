@@ -282,5 +282,5 @@ class DenseBinary(Layer):
 
     @property
     def n_params(self) -> int:
-        """Logical parameters: one per weight (stored as a bit) plus scales and biases."""
-        return int(self.bias.shape[0]) * (self.n + 2)
+        """Logical parameters: one per real weight (stored as a bit), plus row scales and biases."""
+        return int(self.bias.shape[0]) * (self.in_features + 2)

@@ -44,7 +44,7 @@ def row_scale(rotated: np.ndarray) -> np.ndarray:
 
 def binary_dense(dense: Dense, seed: int) -> DenseBinary:
     """Binarise an fp32 dense layer (its float weights are the QAT shadow weights)."""
-    out, in_features = dense.weight.shape
+    in_features = dense.weight.shape[1]
     n = next_pow2(in_features)
     rotated = rotated_weight(dense.weight, seed)
     return DenseBinary(

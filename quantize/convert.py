@@ -40,28 +40,6 @@ def blocks(policy: Policy) -> list[tuple[Dense, list[Layer]]]:
     return out
 
 
-def renormalize(policy: Policy, states: np.ndarray) -> Policy:
-    """Re-fit the observation normalisation to `states`, folding the change into the first layer.
-
-    Training-time statistics come from warm-up play and can leave features far from unit scale
-    (CartPole's cart position reaches the +-10 clip), which wastes a per-tensor int8 input
-    grid. With (o - m1) s1 = ((o - m2) s2) (s1 / s2) + (m2 - m1) s1 the float function is
-    unchanged inside the old clip range, while the new inputs are near unit variance.
-    """
-    first = policy.layers[0]
-    if not isinstance(first, Dense):
-        raise QuantizeError("renormalisation needs a dense first layer")
-    old = policy.observation
-    flat = np.asarray(states, np.float64).reshape(len(states), -1)
-    mean, var = flat.mean(0), np.maximum(flat.var(0), 1e-12)
-    new = type(old)(old.shape, old.low, old.high, mean, var, old.clip, old.eps, old.names)
-    ratio = old.scale.astype(np.float64) / new.scale.astype(np.float64)
-    weight = first.weight.astype(np.float64) * ratio
-    bias = first.bias + first.weight.astype(np.float64) @ ((new.mean - old.mean) * old.scale)
-    layers = [Dense(weight.astype(np.float32), bias.astype(np.float32)), *policy.layers[1:]]
-    return Policy(new, policy.action, layers, policy.metadata)
-
-
 def default_plan(n_dense: int, precision: str) -> list[str]:
     """int8 everywhere, or 1-bit hidden layers between int8 first and last layers."""
     if precision == "1bit":
@@ -92,7 +70,9 @@ def quantize_policy(
         if precision == "int8":
             relu_only = all(isinstance(p, Activation) and p.fn == "relu" for p in post) and len(post) <= 1
             if not relu_only:
-                raise QuantizeError(f"int8 layer {i} must be followed by nothing or a ReLU, not {[p.kind for p in post]}")
+                raise QuantizeError(
+                    f"int8 layer {i} must be followed by nothing or a ReLU, not {[p.kind for p in post]}"
+                )
             if in_qparams is None:
                 in_qparams = activation_qparams(x, method)
                 layers.append(Quantize(*in_qparams))

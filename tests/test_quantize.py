@@ -1,6 +1,7 @@
 """int8 and 1-bit layers: integer exactness, bit packing, QuEST constants, PTQ of whole policies."""
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from quantize.int8 import activation_qparams, int8_dense, quantize_weights
 
 def mlp(rng: np.random.Generator, sizes=(6, 32, 32, 3)) -> Policy:
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(Dense(rng.normal(size=(b, a)) / math.sqrt(a), rng.normal(size=b) * 0.1))
         if i < len(sizes) - 2:
             layers.append(Activation("relu"))
@@ -157,8 +158,17 @@ def test_one_bit_plan_keeps_first_and_last_int8(tmp_path) -> None:
     policy = mlp(rng, (6, 32, 32, 32, 3))
     q = quantize_policy(policy, rng.normal(size=(500, 6)).astype(np.float32), default_plan(4, "1bit"))
     kinds = [layer.kind for layer in q.layers]
-    assert kinds == ["quantize", "dense_int8", "activation", "dense_binary", "activation", "dense_binary",
-                     "activation", "quantize", "dense_int8"]
+    assert kinds == [
+        "quantize",
+        "dense_int8",
+        "activation",
+        "dense_binary",
+        "activation",
+        "dense_binary",
+        "activation",
+        "quantize",
+        "dense_int8",
+    ]
     q.save(tmp_path)
     loaded = Policy.load(tmp_path)
     x = rng.normal(size=(50, 6)).astype(np.float32)

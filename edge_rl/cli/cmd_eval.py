@@ -26,6 +26,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_rl.cli.common import policy_env
     from edge_rl.errors import BadInput
     from edge_rl.evaluate import evaluate
     from edge_rl.gymenv import env_specs, make_env
@@ -35,10 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise BadInput(f"--episodes must be >= 1, got {args.episodes}")
     policy = Policy.load(args.policy_dir)
-    env_id = args.env or policy.metadata.get("env_id")
-    if not env_id:
-        raise BadInput(f"{args.policy_dir} does not record its environment; pass --env ENV_ID")
-    env_kwargs = args.env_kwargs if args.env_kwargs is not None else policy.metadata.get("env_kwargs", {})
+    env_id, env_kwargs = policy_env(policy, args.env, args.env_kwargs, args.policy_dir)
     env = make_env(env_id, env_kwargs)
     obs_spec, action_spec = env_specs(env)
     env.close()

@@ -53,5 +53,9 @@ def add_dataclass_options(group: argparse._ArgumentGroup, cls: type, skip: set[s
             group.add_argument(flag, type=base, default=None, metavar=base.__name__.upper(), help=help_text)
 
 
-def config_error(e: Exception) -> BadInput:
-    return BadInput(str(e).splitlines()[0])
+def policy_env(policy: Any, env: str | None, env_kwargs: dict | None, where: object) -> tuple[str, dict]:
+    """The env a command should use: explicit flags first, else what the policy was trained on."""
+    env_id = env or policy.metadata.get("env_id")
+    if not env_id:
+        raise BadInput(f"{where} does not record its environment; pass --env ENV_ID")
+    return env_id, env_kwargs if env_kwargs is not None else policy.metadata.get("env_kwargs", {})

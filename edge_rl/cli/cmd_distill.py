@@ -1,0 +1,67 @@
+"""`edge-rl distill`: distill a teacher policy into a small (optionally quantized) student."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edge_rl.cli.common import int_list, json_object
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distill a teacher into a small fp32, int8 or 1-bit student",
+        description="KL(tau) + Q-regression distillation on teacher rollouts and DAgger rounds. int8 students are "
+        "post-training quantized; 1-bit students train their hidden layers through QuEST fake-quant "
+        "(first and last layers int8). Writes the student IR and distill.json to --out.",
+    )
+    p.add_argument("teacher", metavar="TEACHER_DIR", type=Path, help="teacher policy directory")
+    p.add_argument("--hidden", type=int_list, default=(32, 32), metavar="N,N", help="student widths (default: 32,32)")
+    p.add_argument("--quant", choices=("none", "int8", "1bit"), default="none", help="student precision")
+    p.add_argument("--out", type=Path, required=True, help="student directory")
+    p.add_argument("--steps", type=int, default=20_000, help="gradient steps over all rounds (default: 20000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=4, help="DAgger rounds (default: 4)")
+    p.add_argument(
+        "--stream", action="store_true", help="LayerNorm (no affine) + LeakyReLU student for stream Q(lambda)"
+    )
+    p.add_argument("--env", default=None, metavar="ENV_ID", help="environment (default: the teacher's)")
+    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_rl.cli.common import policy_env
+    from edge_rl.policy import Policy
+    from edge_rl.table import print_table
+    from edge_rl.train.distill import DistillConfig, distill
+
+    teacher = Policy.load(args.teacher)
+    env_id, env_kwargs = policy_env(teacher, args.env, args.env_kwargs, args.teacher)
+    cfg = DistillConfig(
+        hidden=args.hidden,
+        quant=args.quant,
+        steps=args.steps,
+        seed=args.seed,
+        rounds=args.rounds,
+        stream=args.stream,
+        env_kwargs=env_kwargs,
+    )
+    _, report = distill(teacher, env_id, cfg, args.out, teacher_dir=str(args.teacher), progress=not args.quiet)
+    f = report["final"]
+    print_table(
+        ["student", "params", "teacher params", "return", "teacher return", "agreement"],
+        [
+            [
+                f"{args.quant} {','.join(map(str, args.hidden))}",
+                f["params"],
+                f["teacher_params"],
+                f["return"],
+                f["teacher_return"],
+                f["agreement"],
+            ]
+        ],
+    )
+    return 0

@@ -1,0 +1,60 @@
+"""`edge-rl quantize`: post-training int8 quantization of a saved policy (numpy only, no torch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edge_rl.cli.common import json_object
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="post-training int8 quantization (no torch)",
+        description="Quantize an fp32 policy to int8: per-channel symmetric weights, int32 biases, per-tensor int8 "
+        "activations calibrated on states the policy visits (recorded by running it in its env with "
+        "epsilon 0.1, or read from --states FILE.npy).",
+    )
+    p.add_argument("policy_dir", metavar="DIR", type=Path, help="fp32 policy directory")
+    p.add_argument("--to", choices=("int8",), required=True, help="target precision")
+    p.add_argument("--out", type=Path, required=True, help="output policy directory")
+    p.add_argument("--calibration", choices=("minmax", "percentile", "mse"), default="percentile")
+    p.add_argument("--states", type=Path, default=None, metavar="FILE.npy", help="calibration observations (N, obs)")
+    p.add_argument("--n-states", type=int, default=5_000, help="states to record when --states is not given")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--env", default=None, metavar="ENV_ID", help="environment (default: the policy's)")
+    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edge_rl.errors import BadInput
+    from edge_rl.policy import Policy
+    from edge_rl.table import print_table
+    from quantize.convert import blocks, default_plan, quantize_policy
+
+    policy = Policy.load(args.policy_dir)
+    if args.states is not None:
+        try:
+            states = np.load(args.states, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"cannot read calibration states {args.states}: {e}") from None
+        if states.ndim < 2 or states.shape[1:] != policy.observation.shape:
+            raise BadInput(f"calibration states {states.shape} do not match observations {policy.observation.shape}")
+    else:
+        from edge_rl.cli.common import policy_env
+        from edge_rl.rollout import collect_states
+
+        env_id, env_kwargs = policy_env(policy, args.env, args.env_kwargs, args.policy_dir)
+        states = collect_states(policy.act, env_id, args.n_states, args.seed, 0.1, env_kwargs)
+    quantized = quantize_policy(policy, states, default_plan(len(blocks(policy)), args.to), args.calibration, args.seed)
+    quantized.save(args.out)
+    agreement = float((quantized.act(states) == policy.act(states)).mean())
+    print_table(
+        ["from", "to", "calibration", "states", "agreement on calibration states", "out"],
+        [[str(args.policy_dir), args.to, args.calibration, len(states), agreement, str(args.out)]],
+    )
+    return 0

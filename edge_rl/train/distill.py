@@ -1,0 +1,191 @@
+"""Policy distillation: a teacher IR into a small student, optionally quantized (int8 or 1-bit).
+
+Loss (Rusu et al. 2016, with a Q term for the device learner): KL between softmax(Q_teacher/tau)
+and softmax(Q_student/tau) with a small tau (sharp: the greedy action is what matters), plus a
+Huber regression on the Q-values themselves, so the student's Q stay calibrated for on-device
+TD learning. States: teacher rollouts with epsilon noise, then DAgger rounds (Ross et al. 2011)
+on the student's own state distribution, labelled by the teacher. A 1-bit student warm-starts in
+fp32 for the first round, then trains through its QuEST fake-quant (`quantize.qat`); int8 is
+post-training quantization of the final student, calibrated on the distillation states.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from edge_rl.atomic import write_atomic
+from edge_rl.errors import BadInput
+from edge_rl.evaluate import evaluate
+from edge_rl.layers import Activation, Dense, LayerNorm
+from edge_rl.policy import ActionSpec, ObservationSpec, Policy
+from edge_rl.rollout import collect_states
+from quantize.convert import default_plan, quantize_policy
+from quantize.qat import BinaryLinear
+
+QUANT_MODES = ("none", "int8", "1bit")
+
+
+@dataclass
+class DistillConfig:
+    hidden: tuple = (32, 32)
+    quant: str = "none"
+    steps: int = 20_000  # gradient steps over all rounds
+    seed: int = 0
+    rounds: int = 4
+    teacher_states: int = 20_000
+    dagger_states: int = 10_000
+    holdout_states: int = 10_000
+    teacher_epsilon: float = 0.1
+    student_epsilon: float = 0.05
+    tau: float = 0.01
+    kl_weight: float = 1.0
+    q_weight: float = 0.1
+    lr: float = 1e-3
+    batch_size: int = 256
+    stream: bool = False  # LayerNorm without affine + LeakyReLU, the stream learner's architecture
+    calibration: str = "percentile"
+    eval_episodes: int = 20
+    env_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if self.quant not in QUANT_MODES:
+            raise BadInput(f"--quant must be one of {', '.join(QUANT_MODES)}, got {self.quant!r}")
+        if self.quant != "none" and self.stream:
+            raise BadInput("stream-friendly students (LayerNorm + LeakyReLU) stay fp32; drop --stream or --quant")
+        if self.quant == "1bit" and len(self.hidden) < 2:
+            raise BadInput("a 1-bit student needs at least two hidden layers (first and last stay int8)")
+        if self.steps < self.rounds or self.rounds < 1 or min(self.hidden, default=0) < 1:
+            raise BadInput("distillation needs rounds >= 1, steps >= rounds and positive hidden widths")
+
+
+class Student(nn.Module):
+    """MLP student; with quant="1bit" its middle layers are BinaryLinear (fake-quant)."""
+
+    def __init__(self, obs_dim: int, n_actions: int, cfg: DistillConfig) -> None:
+        super().__init__()
+        sizes = [obs_dim, *cfg.hidden, n_actions]
+        self.linears = nn.ModuleList()
+        for i, (a, b) in enumerate(pairwise(sizes)):
+            binary = cfg.quant == "1bit" and 0 < i < len(sizes) - 2
+            self.linears.append(BinaryLinear(a, b, seed=cfg.seed + i) if binary else nn.Linear(a, b))
+        self.stream = cfg.stream
+        self.fake_quant = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.linears):
+            if isinstance(layer, BinaryLinear) and not self.fake_quant:
+                x = F.linear(x, layer.weight, layer.bias)  # fp32 warm start
+            else:
+                x = layer(x)
+            if i < len(self.linears) - 1:
+                x = F.leaky_relu(F.layer_norm(x, x.shape[-1:]), 0.01) if self.stream else F.relu(x)
+        return x
+
+    def to_policy(self, observation: ObservationSpec, policy_meta: dict[str, Any]) -> Policy:
+        """The fp32 (shadow-weight) IR; quantization happens on it afterwards."""
+        layers: list = []
+        for i, layer in enumerate(self.linears):
+            w, b = layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()
+            layers.append(Dense(w, b))
+            if i < len(self.linears) - 1:
+                layers += [LayerNorm(), Activation("leaky_relu", 0.01)] if self.stream else [Activation("relu")]
+        return Policy(observation, ActionSpec(**policy_meta["action"]), layers, policy_meta["metadata"])
+
+
+def _loss(q_s: torch.Tensor, q_t: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    p_t = F.softmax(q_t / cfg.tau, dim=1)
+    kl = (p_t * (F.log_softmax(q_t / cfg.tau, dim=1) - F.log_softmax(q_s / cfg.tau, dim=1))).sum(1).mean()
+    return cfg.kl_weight * kl + cfg.q_weight * F.smooth_l1_loss(q_s, q_t)
+
+
+def distill(
+    teacher: Policy,
+    env_id: str,
+    cfg: DistillConfig,
+    out: str | Path,
+    teacher_dir: str | None = None,
+    progress: bool = True,
+) -> tuple[Policy, dict[str, Any]]:
+    """Distill `teacher` into a student as configured; writes the student IR and distill.json to `out`."""
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    kw = cfg.env_kwargs
+    states = collect_states(teacher.act, env_id, cfg.teacher_states, cfg.seed, cfg.teacher_epsilon, kw)
+    holdout = collect_states(teacher.act, env_id, cfg.holdout_states, cfg.seed + 7_919, 0.0, kw)
+    labels = teacher.q_values(states)
+    flat = states.reshape(len(states), -1).astype(np.float64)
+    spec = teacher.observation
+    observation = ObservationSpec(
+        spec.shape, spec.low, spec.high, flat.mean(0), np.maximum(flat.var(0), 1e-8), names=spec.names
+    )
+    mean, scale = torch.from_numpy(observation.mean), torch.from_numpy(observation.scale)
+
+    def normalize(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.asarray(x, np.float32).reshape(len(x), -1))
+        return ((t - mean) * scale).clamp(-observation.clip, observation.clip)
+
+    student = Student(observation.size, teacher.action.n, cfg)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
+
+    @torch.no_grad()
+    def student_act(x: np.ndarray) -> np.ndarray:
+        return student(normalize(x)).argmax(1).numpy()
+
+    teacher_actions = teacher.act(holdout)
+    rounds, per_round = [], cfg.steps // cfg.rounds
+    bar = tqdm(total=per_round * cfg.rounds, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    for r in range(cfg.rounds):
+        student.fake_quant = cfg.quant == "1bit" and (r > 0 or cfg.rounds == 1)
+        x_all, y_all = normalize(states), torch.from_numpy(labels)
+        for _ in range(per_round):
+            idx = torch.from_numpy(rng.integers(0, len(states), cfg.batch_size))
+            loss = _loss(student(x_all[idx]), y_all[idx], cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+        agreement = float((student_act(holdout) == teacher_actions).mean())
+        ret = evaluate(student_act, env_id, cfg.eval_episodes, cfg.seed + 100_000, kw).mean_return
+        rounds.append(
+            {"round": r, "states": len(states), "agreement": agreement, "return": ret, "loss": float(loss.detach())}
+        )
+        bar.set_description(f"round {r}: agree {agreement:.3f} return {ret:.1f}", refresh=False)
+        if r < cfg.rounds - 1:  # DAgger: the student drives, the teacher labels
+            new = collect_states(
+                student_act, env_id, cfg.dagger_states, cfg.seed + 1_000 * (r + 1), cfg.student_epsilon, kw
+            )
+            states, labels = np.concatenate([states, new]), np.concatenate([labels, teacher.q_values(new)])
+    bar.close()
+
+    meta = {"env_id": env_id, "env_kwargs": kw, "seed": cfg.seed, "trainer": "distill", "teacher_dir": teacher_dir}
+    policy = student.to_policy(observation, {"action": asdict(teacher.action), "metadata": meta})
+    if cfg.quant != "none":
+        n_dense = len(student.linears)
+        calib = states[rng.choice(len(states), min(len(states), 5_000), replace=False)]
+        policy = quantize_policy(policy, calib, default_plan(n_dense, cfg.quant), cfg.calibration, cfg.seed)
+    final = {
+        "agreement": float((policy.act(holdout) == teacher_actions).mean()),
+        "return": evaluate(policy.act, env_id, cfg.eval_episodes, cfg.seed + 100_000, kw).mean_return,
+        "teacher_return": evaluate(teacher.act, env_id, cfg.eval_episodes, cfg.seed + 100_000, kw).mean_return,
+        "params": policy.n_params,
+        "teacher_params": teacher.n_params,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    out = Path(out)
+    policy.save(out)
+    report = {"config": {**asdict(cfg), "hidden": list(cfg.hidden)}, "env_id": env_id, "rounds": rounds, "final": final}
+    write_atomic(out / "distill.json", json.dumps(report, indent=1) + "\n")
+    return policy, report
