@@ -42,9 +42,7 @@ def test_fp32_student_retains_the_teacher(teacher: Path, tmp_path: Path) -> None
         holdout_states=3_000,
         eval_episodes=10,
     )
-    _, report = distill(
-        Policy.load(teacher), "CartPole-v1", cfg, tmp_path, teacher_dir=str(teacher), progress=False
-    )
+    _, report = distill(Policy.load(teacher), "CartPole-v1", cfg, tmp_path, teacher_dir=str(teacher), progress=False)
     final = report["final"]
     assert final["params"] < final["teacher_params"] / 8
     assert final["return"] >= 0.95 * final["teacher_return"]
