@@ -52,3 +52,19 @@ class BinaryLinear(nn.Module):
         xq = trust_binarize(self.rotate(x), self.trust)
         wq = trust_binarize(self.rotate(self.weight), self.trust, scale_dtype=torch.float16)
         return nn.functional.linear(xq, wq, self.bias)
+
+
+def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Per-row symmetric int8 fake quantization (as `quantize.int8.quantize_weights`), STE gradient."""
+    scale = (weight.detach().abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
+    q = (weight / scale).round().clamp(-127, 127) * scale
+    return weight + (q - weight).detach()
+
+
+def fake_quant_activation(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """Per-tensor asymmetric int8 fake quantization; gradient passes inside the representable range."""
+    lo, hi = (-128 - zero_point) * scale, (127 - zero_point) * scale
+    q = ((x / scale).round() + zero_point).clamp(-128, 127).sub(zero_point).mul(scale)
+    inside = ((x >= lo) & (x <= hi)).to(x.dtype)
+    passthrough = x * inside
+    return passthrough + (q - passthrough).detach()

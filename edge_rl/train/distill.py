@@ -31,7 +31,8 @@ from edge_rl.layers import Activation, Dense, LayerNorm
 from edge_rl.policy import ActionSpec, ObservationSpec, Policy
 from edge_rl.rollout import collect_states
 from quantize.convert import default_plan, quantize_policy
-from quantize.qat import BinaryLinear
+from quantize.int8 import activation_qparams
+from quantize.qat import BinaryLinear, fake_quant_activation, fake_quant_weight
 
 QUANT_MODES = ("none", "int8", "1bit")
 
@@ -71,37 +72,59 @@ class DistillConfig:
 
 
 class Student(nn.Module):
-    """MLP student; with quant="1bit" its middle layers are BinaryLinear (fake-quant)."""
+    """MLP student that can train through its deploy precision (fake quantization).
+
+    `plan` gives each linear layer "fp32", "int8" or "1bit" (`quantize.convert.default_plan`).
+    With `fake_quant` on, int8 layers see per-channel fake-quantized weights and inputs
+    fake-quantized with the calibrated (scale, zero point) the deployed layer will use, and 1-bit
+    layers run their QuEST form; off, everything is fp32 (the warm start).
+    """
 
     def __init__(self, obs_dim: int, n_actions: int, cfg: DistillConfig) -> None:
         super().__init__()
         sizes = [obs_dim, *cfg.hidden, n_actions]
-        self.linears = nn.ModuleList()
-        for i, (a, b) in enumerate(pairwise(sizes)):
-            binary = cfg.quant == "1bit" and 0 < i < len(sizes) - 2
-            self.linears.append(BinaryLinear(a, b, seed=cfg.seed + i) if binary else nn.Linear(a, b))
+        self.plan = default_plan(len(sizes) - 1, cfg.quant) if cfg.quant != "none" else ["fp32"] * (len(sizes) - 1)
+        self.linears = nn.ModuleList(
+            BinaryLinear(a, b, seed=cfg.seed + i) if self.plan[i] == "1bit" else nn.Linear(a, b)
+            for i, (a, b) in enumerate(pairwise(sizes))
+        )
         self.stream = cfg.stream
         self.fake_quant = False
+        self.input_qparams: dict[int, tuple[float, int]] = {}  # int8 layer index -> its input (scale, zp)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, stop_at: int | None = None) -> torch.Tensor:
+        """Q-values; with `stop_at=i`, the (pre-quantization) input of linear layer i instead."""
         for i, layer in enumerate(self.linears):
-            if isinstance(layer, BinaryLinear) and not self.fake_quant:
-                x = F.linear(x, layer.weight, layer.bias)  # fp32 warm start
-            else:
+            if i == stop_at:
+                return x
+            if not self.fake_quant or self.plan[i] == "fp32":
+                x = F.linear(x, layer.weight, layer.bias)
+            elif self.plan[i] == "1bit":
                 x = layer(x)
+            else:
+                x = F.linear(
+                    fake_quant_activation(x, *self.input_qparams[i]), fake_quant_weight(layer.weight), layer.bias
+                )
             if i < len(self.linears) - 1:
                 x = F.leaky_relu(F.layer_norm(x, x.shape[-1:]), 0.01) if self.stream else F.relu(x)
         return x
 
-    def to_policy(self, observation: ObservationSpec, policy_meta: dict[str, Any]) -> Policy:
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, method: str) -> None:
+        """Set every int8 layer's input range from `x`, front to back, as the deploy converter does."""
+        self.fake_quant = True
+        for i, precision in enumerate(self.plan):
+            if precision == "int8":
+                self.input_qparams[i] = activation_qparams(self(x, stop_at=i).numpy(), method)
+
+    def to_policy(self, observation: ObservationSpec, action: ActionSpec, metadata: dict[str, Any]) -> Policy:
         """The fp32 (shadow-weight) IR; quantization happens on it afterwards."""
         layers: list = []
         for i, layer in enumerate(self.linears):
-            w, b = layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()
-            layers.append(Dense(w, b))
+            layers.append(Dense(layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()))
             if i < len(self.linears) - 1:
                 layers += [LayerNorm(), Activation("leaky_relu", 0.01)] if self.stream else [Activation("relu")]
-        return Policy(observation, ActionSpec(**policy_meta["action"]), layers, policy_meta["metadata"])
+        return Policy(observation, action, layers, metadata)
 
 
 def _loss(q_s: torch.Tensor, q_t: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
@@ -147,9 +170,11 @@ def distill(
     teacher_actions = teacher.act(holdout)
     rounds, per_round = [], cfg.steps // cfg.rounds
     bar = tqdm(total=per_round * cfg.rounds, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    calib = states[rng.choice(len(states), min(len(states), 5_000), replace=False)]
     for r in range(cfg.rounds):
-        student.fake_quant = cfg.quant == "1bit" and (r > 0 or cfg.rounds == 1)
         x_all, y_all = normalize(states), torch.from_numpy(labels)
+        if cfg.quant != "none" and (r > 0 or cfg.rounds == 1):  # fp32 warm start, then train as deployed
+            student.calibrate(normalize(calib), cfg.calibration)
         for _ in range(per_round):
             idx = torch.from_numpy(rng.integers(0, len(states), cfg.batch_size))
             loss = _loss(student(x_all[idx]), y_all[idx], cfg)
@@ -171,11 +196,9 @@ def distill(
     bar.close()
 
     meta = {"env_id": env_id, "env_kwargs": kw, "seed": cfg.seed, "trainer": "distill", "teacher_dir": teacher_dir}
-    policy = student.to_policy(observation, {"action": asdict(teacher.action), "metadata": meta})
-    if cfg.quant != "none":
-        n_dense = len(student.linears)
-        calib = states[rng.choice(len(states), min(len(states), 5_000), replace=False)]
-        policy = quantize_policy(policy, calib, default_plan(n_dense, cfg.quant), cfg.calibration, cfg.seed)
+    policy = student.to_policy(observation, teacher.action, meta)
+    if cfg.quant != "none":  # same calibration states and method as the last QAT round
+        policy = quantize_policy(policy, calib, student.plan, cfg.calibration, cfg.seed)
     final = {
         "agreement": float((policy.act(holdout) == teacher_actions).mean()),
         "return": evaluate(policy.act, env_id, cfg.eval_episodes, cfg.seed + 100_000, kw).mean_return,
