@@ -103,6 +103,7 @@ def run_task(name: str, steps: int, seed: int) -> list[dict]:
             {
                 "task": name,
                 "policy": label,
+                "dir": str(out),
                 "hidden": list(widths or TEACHER_HIDDEN),
                 "params": card["params"],
                 "weight_bytes": card["weight_bytes"],
@@ -141,16 +142,7 @@ def main() -> None:
 
     for row in rows:  # timings sequentially, on an otherwise idle process pool
         env_id, kwargs = TASKS[row["task"]]
-        d = (
-            (RESULTS / "teachers" / row["task"])
-            if row["policy"].startswith("teacher")
-            else (
-                RESULTS
-                / "students"
-                / f"{row['task']}-{ {'student fp32': 'none', 'student int8': 'int8'}.get(row['policy'], '1bit') }"
-            )
-        )
-        policy = Policy.load(d)
+        policy = Policy.load(row["dir"])
         row["forward_us"] = forward_us(policy, collect_states(policy.act, env_id, 1, 0, 0.0, kwargs, n_envs=1)[0])
         teacher = next(r for r in rows if r["task"] == row["task"] and r["policy"] == "teacher fp32")
         row["return_ratio"] = row["return"] / teacher["return"] if teacher["return"] else None
