@@ -9,6 +9,9 @@ costs. Conventions (numpy only; gymnasium is imported only by `compare`):
 - bytes: the sum of `nbytes` of the layer's stored arrays, i.e. what the device holds.
 - fp32_bytes: the same layer in fp32: 4 * (out * in + out) for dense kinds (weights + bias),
   4 * 2 * features for an affine LayerNorm, 0 for parameter-free layers.
+- matrix_bytes: the weight matrix alone with its per-row scales (int8 codes + float32 scales,
+  sign bits + float16 scales, or fp32 weights), against matrix_fp32_bytes = 4 * in * out: the
+  compression of the weights proper, without biases and quantization parameters.
 - MACs per decision: in * out for Dense and DenseInt8. DenseBinary counts out * n XNOR-popcount
   MACs over the padded width n, plus n * n for the D @ H rotation taken as the dense matmul the
   reference forward performs (a fast Walsh-Hadamard transform would need n * log2(n) additions).
@@ -40,6 +43,15 @@ COLUMNS = {
 }
 
 
+def _matrix_bytes(layer: Layer) -> int:
+    """Bytes of the weight matrix itself with its per-row scales; biases excluded."""
+    if isinstance(layer, DenseBinary):
+        return int(layer.sign_bits.nbytes + layer.weight_scale.nbytes)
+    if isinstance(layer, DenseInt8):
+        return int(layer.weight.nbytes + layer.weight_scale.nbytes)
+    return int(layer.weight.nbytes)  # type: ignore[attr-defined]
+
+
 def _row(index: int, layer: Layer, width: int) -> dict[str, Any]:
     """The card row of `layer` when it is fed `width` features."""
     out = layer.out_features(width)
@@ -52,9 +64,12 @@ def _row(index: int, layer: Layer, width: int) -> dict[str, Any]:
         "bytes": sum(int(a.nbytes) for a in layer.arrays().values()),
         "fp32_bytes": 0,
         "macs": 0,
+        "matrix_bytes": 0,
+        "matrix_fp32_bytes": 0,
     }
     if isinstance(layer, (Dense, DenseInt8, DenseBinary)):
         row.update(shape=f"{width}x{out}", fp32_bytes=4 * (width * out + out), macs=width * out)
+        row.update(matrix_bytes=_matrix_bytes(layer), matrix_fp32_bytes=4 * width * out)
     if isinstance(layer, DenseBinary):
         n = layer.n
         row.update(shape=f"{width}x{out} (n={n})", params=out * width + 2 * out, macs=out * n + n * n)
@@ -84,6 +99,8 @@ def model_card(policy: Policy) -> dict[str, Any]:
         "fp32_bytes": fp32_bytes,
         "compression_ratio": fp32_bytes / weight_bytes if weight_bytes else 1.0,
         "macs": sum(r["macs"] for r in rows),
+        "matrix_bytes": sum(r["matrix_bytes"] for r in rows),
+        "matrix_fp32_bytes": sum(r["matrix_fp32_bytes"] for r in rows),
         "binary_weight_bytes": binary_bytes,
         "binary_fp32_bytes": binary_fp32,
         "binary_compression_ratio": binary_fp32 / binary_bytes if binary_bytes else None,

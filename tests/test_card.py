@@ -179,7 +179,11 @@ def test_cli_json(tmp_path: Path) -> None:
         "bytes": 96,
         "fp32_bytes": 216,
         "macs": 48,
+        "matrix_bytes": 48 + 6 * 4,  # int8 codes + float32 row scales
+        "matrix_fp32_bytes": 4 * 8 * 6,
     }
+    # weights proper: 4x8 fp32 (128 B) + 8x6 int8 (72 B) + 6x2 int8 (12 + 8 B) against 128 + 192 + 48 B
+    assert (doc["matrix_bytes"], doc["matrix_fp32_bytes"]) == (220, 368)
     assert "comparison" not in doc
 
 
