@@ -1,4 +1,4 @@
-"""End-to-end demo on the embedded defaults: train, evaluate, compare with scripted baselines.
+"""End-to-end demo on the embedded defaults: train, evaluate, compare with baselines, compress.
 
     python examples/demo.py            # CartPole-v1 and AntiJam-v0 (sweeping jammer), ~1-2 min
     python examples/demo.py --all      # also Hover-v0 and LineFollow-v0, a few minutes more
@@ -58,6 +58,17 @@ def run_task(env_id: str, kwargs: dict, steps: int, out: Path) -> list[list]:
     return rows
 
 
+def compress(teacher: Path, out: Path) -> None:
+    """Distill the AntiJam teacher into an int8 student (QAT) and print its model card."""
+    print(f"\n== distill {teacher} -> int8 student {out}", flush=True)
+    code = edge_rl(
+        ["distill", str(teacher), "--hidden", "24,24", "--quant", "int8", "--steps", "8000", "--out", str(out)]
+    )
+    if code:
+        raise SystemExit(code)
+    edge_rl(["card", str(out), "--reference", str(teacher), "--episodes", str(EPISODES)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="also train Hover-v0 and LineFollow-v0")
@@ -66,6 +77,7 @@ def main() -> None:
     rows = []
     for env_id, kwargs, steps in TASKS + (MORE_TASKS if args.all else []):
         rows += run_task(env_id, kwargs, steps, args.out / env_id.split("/")[-1])
+    compress(args.out / "AntiJam-v0", args.out / "AntiJam-v0-int8")
     print(f"\n== results: greedy, {EPISODES} episodes on seeds {EVAL_SEED}..{EVAL_SEED + EPISODES - 1}")
     print_table(
         ["task", "policy", "mean return", "success rate", "best success rate"],

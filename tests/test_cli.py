@@ -20,7 +20,7 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("command", ["train", "eval", "distill", "quantize", "card"])
 def test_every_subcommand_has_help(command: str) -> None:
     result = cli(command, "--help")
     assert result.returncode == 0
@@ -58,6 +58,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> N
         (["train", "edge_rl/AntiJam-v0", "--env-kwargs", '{"jammer": "laser"}'], "laser"),
         (["train", "Pendulum-v1", "--steps", "10"], "Discrete action"),
         (["eval", "/nonexistent/run"], "missing"),
+        (["distill", "/nonexistent/run", "--out", "/tmp/x"], "missing"),
+        (["distill", ".", "--out", "/tmp/x", "--quant", "2bit"], "invalid choice"),
+        (["quantize", "/nonexistent/run", "--to", "int8", "--out", "/tmp/x"], "missing"),
+        (["quantize", ".", "--out", "/tmp/x"], "--to"),
+        (["card", "/nonexistent/run"], "missing"),
         (["eval", ".", "--episodes", "0"], "--episodes"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
