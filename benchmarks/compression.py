@@ -53,7 +53,7 @@ def teacher_for(name: str, env_id: str, kwargs: dict, seed: int) -> Path:
     from edge_rl.train.dqn import train_dqn
 
     out = RESULTS / "teachers" / name
-    if not (out / "policy.json").exists():
+    if not (out / "train.json").exists():  # written last: a killed run is retrained
         train_dqn(resolve_config(env_id, env_kwargs=kwargs, seed=seed, hidden=TEACHER_HIDDEN), out, progress=False)
     return out
 

@@ -4,8 +4,9 @@ Like Larq's `models.summary`, so a quantized policy can be judged before it is f
 parameters, how many bytes they really take, what fp32 would take, and how much work one decision
 costs. Conventions (numpy only; gymnasium is imported only by `compare`):
 
-- params: logical parameters. DenseBinary counts out * in_features weights (the unpadded linear
-  map its sign bits stand for) plus its scales and biases; other kinds use `layer.n_params`.
+- params: logical parameters, `layer.n_params`: weights and biases of dense kinds (a DenseBinary
+  counts out * in_features weights, the unpadded map its sign bits stand for); quantization
+  scales and zero points are metadata, counted in bytes but not as parameters.
 - bytes: the sum of `nbytes` of the layer's stored arrays, i.e. what the device holds.
 - fp32_bytes: the same layer in fp32: 4 * (out * in + out) for dense kinds (weights + bias),
   4 * 2 * features for an affine LayerNorm, 0 for parameter-free layers.
@@ -72,7 +73,7 @@ def _row(index: int, layer: Layer, width: int) -> dict[str, Any]:
         row.update(matrix_bytes=_matrix_bytes(layer), matrix_fp32_bytes=4 * width * out)
     if isinstance(layer, DenseBinary):
         n = layer.n
-        row.update(shape=f"{width}x{out} (n={n})", params=out * width + 2 * out, macs=out * n + n * n)
+        row.update(shape=f"{width}x{out} (n={n})", macs=out * n + n * n)
     elif isinstance(layer, LayerNorm) and layer.weight is not None:
         row.update(precision="fp32", fp32_bytes=4 * 2 * width)
     return row

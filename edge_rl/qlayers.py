@@ -146,6 +146,11 @@ class DenseInt8(Layer):
     def output_kind(self) -> str:
         return "float" if self.output_scale is None else "int8"
 
+    @property
+    def n_params(self) -> int:
+        """Logical parameters (weights and biases); scales are quantization metadata."""
+        return int(self.weight.size + self.bias.size)
+
     def out_features(self, in_features: int) -> int:
         if in_features != self.weight.shape[1]:
             raise PolicyFormatError(f"dense_int8 layer expects {self.weight.shape[1]} inputs, gets {in_features}")
@@ -282,5 +287,5 @@ class DenseBinary(Layer):
 
     @property
     def n_params(self) -> int:
-        """Logical parameters: one per real weight (stored as a bit), plus row scales and biases."""
-        return int(self.bias.shape[0]) * (self.in_features + 2)
+        """Logical parameters: one per real weight (stored as a bit) and the biases; scales are metadata."""
+        return int(self.bias.shape[0]) * (self.in_features + 1)

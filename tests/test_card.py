@@ -70,10 +70,10 @@ def binary_policy() -> Policy:
 
 # int8 policy, by hand:
 #   0 dense 4x8:       params 32+8 = 40, bytes 40*4 = 160, fp32 160, MACs 4*8 = 32
-#   3 dense_int8 8x6:  params 48 weights + 6 scales + 6 biases = 60, bytes 48*1 + 6*4 + 6*4 = 96,
+#   3 dense_int8 8x6:  params 48 weights + 6 biases = 54, bytes 48*1 + 6*4 + 6*4 = 96,
 #                      fp32 4*(48+6) = 216, MACs 48
-#   4 dense_int8 6x2:  params 12+2+2 = 16, bytes 12 + 8 + 8 = 28, fp32 4*(12+2) = 56, MACs 12
-#   totals: params 116, bytes 284, fp32 432, compression 432/284 = 1.521x, MACs 92
+#   4 dense_int8 6x2:  params 12+2 = 14 (scales are metadata), bytes 12 + 8 + 8 = 28, fp32 4*(12+2) = 56, MACs 12
+#   totals: params 108, bytes 284, fp32 432, compression 432/284 = 1.521x, MACs 92
 INT8_CARD = """\
 CartPole-v1: 4 observations, 2 actions · precision fp32, int8
 layer  kind        shape  precision  params  bytes  fp32 bytes  MACs
@@ -81,29 +81,29 @@ layer  kind        shape  precision  params  bytes  fp32 bytes  MACs
     0  dense       4x8    fp32           40    160         160    32
     1  activation  8      -               0      0           0     0
     2  quantize    8      -               0      0           0     0
-    3  dense_int8  8x6    int8           60     96         216    48
-    4  dense_int8  6x2    int8           16     28          56    12
-total params 116 · weights 284 B (fp32 432 B) · compression 1.52x · 92 MACs/decision"""
+    3  dense_int8  8x6    int8           54     96         216    48
+    4  dense_int8  6x2    int8           14     28          56    12
+total params 108 · weights 284 B (fp32 432 B) · compression 1.52x · 92 MACs/decision"""
 
 # binary policy, by hand (n = next power of two >= 5 = 8):
-#   0 dense_binary 5x3: params 3*5 weights + 3 scales + 3 biases = 21,
+#   0 dense_binary 5x3: params 3*5 weights + 3 biases = 18 (scales are metadata),
 #                       bytes 3 sign bytes + 3*2 fp16 scales + 3*4 bias + 1 diagonal byte = 22,
 #                       fp32 4*(15+3) = 72, MACs 3*8 XNOR-popcount + 8*8 rotation = 88
 #   1 layernorm (affine, 3): params 6, bytes 24, fp32 4*2*3 = 24, MACs 0
 #   5 dense 3x2: params 6+2 = 8, bytes 32, fp32 32, MACs 6
-#   totals: params 35, bytes 78, fp32 128, compression 128/78 = 1.641x, MACs 94
+#   totals: params 32, bytes 78, fp32 128, compression 128/78 = 1.641x, MACs 94
 #   1-bit matrices: 3 sign bytes + 6 scale bytes = 9 B vs 4*3*5 = 60 B fp32: 6.667x
 BINARY_CARD = """\
 5 observations, 2 actions · precision 1-bit, fp32
 layer  kind          shape      precision  params  bytes  fp32 bytes  MACs
 -----  ------------  ---------  ---------  ------  -----  ----------  ----
-    0  dense_binary  5x3 (n=8)  1-bit          21     22          72    88
+    0  dense_binary  5x3 (n=8)  1-bit          18     22          72    88
     1  layernorm     3          fp32            6     24          24     0
     2  activation    3          -               0      0           0     0
     3  quantize      3          -               0      0           0     0
     4  dequantize    3          -               0      0           0     0
     5  dense         3x2        fp32            8     32          32     6
-total params 35 · weights 78 B (fp32 128 B) · compression 1.64x · 94 MACs/decision
+total params 32 · weights 78 B (fp32 128 B) · compression 1.64x · 94 MACs/decision
 1-bit weight matrices 9 B (fp32 60 B) · compression 6.67x"""
 
 
@@ -165,7 +165,7 @@ def test_cli_json(tmp_path: Path) -> None:
     result = cli("card", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    expected = {"params": 116, "weight_bytes": 284, "fp32_bytes": 432, "macs": 92, "env_id": "CartPole-v1"}
+    expected = {"params": 108, "weight_bytes": 284, "fp32_bytes": 432, "macs": 92, "env_id": "CartPole-v1"}
     assert {k: doc[k] for k in expected} == expected
     assert doc["compression_ratio"] == pytest.approx(432 / 284)
     assert doc["precisions"] == ["fp32", "int8"]
@@ -175,7 +175,7 @@ def test_cli_json(tmp_path: Path) -> None:
         "kind": "dense_int8",
         "shape": "8x6",
         "precision": "int8",
-        "params": 60,
+        "params": 54,
         "bytes": 96,
         "fp32_bytes": 216,
         "macs": 48,

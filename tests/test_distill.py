@@ -39,7 +39,7 @@ def test_fp32_student_retains_the_teacher(teacher: Path, tmp_path: Path) -> None
         rounds=2,
         teacher_states=5_000,
         dagger_states=2_500,
-        holdout_states=3_000,
+        validation_states=3_000,
         eval_episodes=10,
     )
     _, report = distill(Policy.load(teacher), "CartPole-v1", cfg, tmp_path, teacher_dir=str(teacher), progress=False)
@@ -63,7 +63,7 @@ def test_one_bit_student_trains_through_its_deploy_form(teacher: Path, tmp_path:
         rounds=2,
         teacher_states=5_000,
         dagger_states=2_500,
-        holdout_states=2_000,
+        validation_states=2_000,
         eval_episodes=5,
     )
     student, report = distill(Policy.load(teacher), "CartPole-v1", cfg, tmp_path, progress=False)

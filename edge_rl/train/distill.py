@@ -46,7 +46,7 @@ class DistillConfig:
     rounds: int = 4
     teacher_states: int = 20_000
     dagger_states: int = 10_000
-    holdout_states: int = 10_000
+    validation_states: int = 10_000
     teacher_epsilon: float = 0.1
     student_epsilon: float = 0.05
     tau: float = 0.01
@@ -146,7 +146,7 @@ def distill(
     t0 = time.perf_counter()
     kw = cfg.env_kwargs
     states = collect_states(teacher.act, env_id, cfg.teacher_states, cfg.seed, cfg.teacher_epsilon, kw)
-    holdout = collect_states(teacher.act, env_id, cfg.holdout_states, cfg.seed + 7_919, 0.0, kw)
+    validation = collect_states(teacher.act, env_id, cfg.validation_states, cfg.seed + 7_919, 0.0, kw)
     labels = teacher.q_values(states)
     flat = states.reshape(len(states), -1).astype(np.float64)
     spec = teacher.observation
@@ -161,14 +161,18 @@ def distill(
 
     student = Student(observation.size, teacher.action.n, cfg)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    per_round = cfg.steps // cfg.rounds
+    # decaying the step size settles the near-tie decisions that a constant one keeps flipping
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=per_round * cfg.rounds, eta_min=cfg.lr / 20)
     rng = np.random.default_rng(cfg.seed)
 
     @torch.no_grad()
     def student_act(x: np.ndarray) -> np.ndarray:
         return student(normalize(x)).argmax(1).numpy()
 
-    teacher_actions = teacher.act(holdout)
-    rounds, per_round = [], cfg.steps // cfg.rounds
+    teacher_actions = teacher.act(validation)
+    rounds: list[dict[str, Any]] = []
+    best: tuple[tuple[float, float], dict, dict] | None = None  # (agreement, return), weights, qparams
     bar = tqdm(total=per_round * cfg.rounds, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     calib = states[rng.choice(len(states), min(len(states), 5_000), replace=False)]
     for r in range(cfg.rounds):
@@ -181,26 +185,36 @@ def distill(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
             bar.update(1)
-        agreement = float((student_act(holdout) == teacher_actions).mean())
+        agreement = float((student_act(validation) == teacher_actions).mean())
         ret = evaluate(student_act, env_id, cfg.eval_episodes, cfg.seed + 100_000, kw).mean_return
         rounds.append(
             {"round": r, "states": len(states), "agreement": agreement, "return": ret, "loss": float(loss.detach())}
         )
         bar.set_description(f"round {r}: agree {agreement:.3f} return {ret:.1f}", refresh=False)
+        deployable = cfg.quant == "none" or r > 0 or cfg.rounds == 1
+        if deployable and (
+            best is None or (agreement, ret) > best[0]
+        ):  # keep the best round, as DQN keeps its best eval
+            state = {k: v.clone() for k, v in student.state_dict().items()}
+            best = ((agreement, ret), state, dict(student.input_qparams))
         if r < cfg.rounds - 1:  # DAgger: the student drives, the teacher labels
             new = collect_states(
                 student_act, env_id, cfg.dagger_states, cfg.seed + 1_000 * (r + 1), cfg.student_epsilon, kw
             )
             states, labels = np.concatenate([states, new]), np.concatenate([labels, teacher.q_values(new)])
     bar.close()
+    assert best is not None
+    student.load_state_dict(best[1])
+    student.input_qparams = best[2]
 
     meta = {"env_id": env_id, "env_kwargs": kw, "seed": cfg.seed, "trainer": "distill", "teacher_dir": teacher_dir}
     policy = student.to_policy(observation, teacher.action, meta)
     if cfg.quant != "none":  # same calibration states and method as the last QAT round
         policy = quantize_policy(policy, calib, student.plan, cfg.calibration, cfg.seed)
     final = {
-        "agreement": float((policy.act(holdout) == teacher_actions).mean()),
+        "agreement": float((policy.act(validation) == teacher_actions).mean()),
         "return": evaluate(policy.act, env_id, cfg.eval_episodes, cfg.seed + 100_000, kw).mean_return,
         "teacher_return": evaluate(teacher.act, env_id, cfg.eval_episodes, cfg.seed + 100_000, kw).mean_return,
         "params": policy.n_params,
@@ -209,6 +223,13 @@ def distill(
     }
     out = Path(out)
     policy.save(out)
-    report = {"config": {**asdict(cfg), "hidden": list(cfg.hidden)}, "env_id": env_id, "rounds": rounds, "final": final}
+    kept = next(r["round"] for r in rounds if (r["agreement"], r["return"]) == best[0])
+    report = {
+        "config": {**asdict(cfg), "hidden": list(cfg.hidden)},
+        "env_id": env_id,
+        "rounds": rounds,
+        "kept_round": kept,
+        "final": final,
+    }
     write_atomic(out / "distill.json", json.dumps(report, indent=1) + "\n")
     return policy, report
