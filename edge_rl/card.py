@@ -16,7 +16,7 @@ costs. Conventions (numpy only; gymnasium is imported only by `compare`):
 - MACs per decision: in * out for Dense and DenseInt8. DenseBinary counts out * n XNOR-popcount
   MACs over the padded width n, plus n * n for the D @ H rotation taken as the dense matmul the
   reference forward performs (a fast Walsh-Hadamard transform would need n * log2(n) additions).
-  Elementwise layers (activation, layernorm, quantize, dequantize) count 0.
+  Elementwise layers (activation, layernorm, quantize) count 0.
 """
 
 from __future__ import annotations

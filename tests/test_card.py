@@ -11,7 +11,7 @@ import pytest
 
 from edge_rl.card import compare, format_card, model_card
 from edge_rl.policy import ActionSpec, Activation, Dense, LayerNorm, ObservationSpec, Policy
-from edge_rl.qlayers import DenseBinary, DenseInt8, Dequantize, Quantize
+from edge_rl.qlayers import DenseBinary, DenseInt8, Quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,8 +61,6 @@ def binary_policy() -> Policy:
         binary,
         LayerNorm(1e-5, np.ones(3), np.zeros(3)),
         Activation("tanh"),
-        Quantize(0.1),
-        Dequantize(0.1),
         Dense(np.arange(6.0).reshape(2, 3) / 10, np.zeros(2)),
     ]
     return Policy(obs_spec(5), ActionSpec(2), layers)
@@ -90,7 +88,7 @@ total params 108 · weights 284 B (fp32 432 B) · compression 1.52x · 92 MACs/d
 #                       bytes 3 sign bytes + 3*2 fp16 scales + 3*4 bias + 1 diagonal byte = 22,
 #                       fp32 4*(15+3) = 72, MACs 3*8 XNOR-popcount + 8*8 rotation = 88
 #   1 layernorm (affine, 3): params 6, bytes 24, fp32 4*2*3 = 24, MACs 0
-#   5 dense 3x2: params 6+2 = 8, bytes 32, fp32 32, MACs 6
+#   3 dense 3x2: params 6+2 = 8, bytes 32, fp32 32, MACs 6
 #   totals: params 32, bytes 78, fp32 128, compression 128/78 = 1.641x, MACs 94
 #   1-bit matrices: 3 sign bytes + 6 scale bytes = 9 B vs 4*3*5 = 60 B fp32: 6.667x
 BINARY_CARD = """\
@@ -100,9 +98,7 @@ layer  kind          shape      precision  params  bytes  fp32 bytes  MACs
     0  dense_binary  5x3 (n=8)  1-bit          18     22          72    88
     1  layernorm     3          fp32            6     24          24     0
     2  activation    3          -               0      0           0     0
-    3  quantize      3          -               0      0           0     0
-    4  dequantize    3          -               0      0           0     0
-    5  dense         3x2        fp32            8     32          32     6
+    3  dense         3x2        fp32            8     32          32     6
 total params 32 · weights 78 B (fp32 128 B) · compression 1.64x · 94 MACs/decision
 1-bit weight matrices 9 B (fp32 60 B) · compression 6.67x"""
 
