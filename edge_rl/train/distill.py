@@ -57,6 +57,7 @@ class DistillConfig:
     stream: bool = False  # LayerNorm without affine + LeakyReLU, the stream learner's architecture
     calibration: str = "percentile"
     eval_episodes: int = 20
+    threads: int = 1  # small networks run fastest on one thread; more oversubscribe parallel runs
     env_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,6 +144,7 @@ def distill(
 ) -> tuple[Policy, dict[str, Any]]:
     """Distill `teacher` into a student as configured; writes the student IR and distill.json to `out`."""
     torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     kw = cfg.env_kwargs
     states = collect_states(teacher.act, env_id, cfg.teacher_states, cfg.seed, cfg.teacher_epsilon, kw)
