@@ -9,7 +9,7 @@ layer that feeds anything else, or is the last, emits float values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -55,8 +55,15 @@ def quantize_policy(
     plan: Sequence[str],
     method: str = "percentile",
     seed: int = 0,
+    input_qparams: Mapping[int, tuple[float, int]] | None = None,
 ) -> Policy:
-    """Convert `policy` following `plan`, calibrating on raw observations `states` (N, *obs_shape)."""
+    """Convert `policy` following `plan`, calibrating on raw observations `states` (N, *obs_shape).
+
+    `input_qparams` fixes the input (scale, zero point) of int8 layers by index instead of
+    calibrating them: after quantization-aware training the deployed ranges must be the ones the
+    network was trained with, not a fresh calibration of its final weights.
+    """
+    fixed = dict(input_qparams or {})
     parts = blocks(policy)
     if len(plan) != len(parts) or any(p not in PRECISIONS for p in plan):
         raise QuantizeError(f"plan {list(plan)} must give one of {PRECISIONS} for each of {len(parts)} dense layers")
@@ -74,12 +81,14 @@ def quantize_policy(
                     f"int8 layer {i} must be followed by nothing or a ReLU, not {[p.kind for p in post]}"
                 )
             if in_qparams is None:
-                in_qparams = activation_qparams(x, method)
+                in_qparams = fixed.get(i) or activation_qparams(x, method)
                 layers.append(Quantize(*in_qparams))
                 x = layers[-1].forward(x)
             next_int8 = i + 1 < len(plan) and plan[i + 1] == "int8"
             out_qparams = None
-            if next_int8:  # calibrate the requantization on this layer's float output
+            if next_int8 and i + 1 in fixed:
+                out_qparams = fixed[i + 1]
+            elif next_int8:  # calibrate the requantization on this layer's float output
                 probe = int8_dense(dense, in_qparams, None, relu=False).forward(x)
                 out_qparams = activation_qparams(np.maximum(probe, 0) if post else probe, method)
             new = [int8_dense(dense, in_qparams, out_qparams, relu=bool(post))]

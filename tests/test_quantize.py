@@ -174,3 +174,18 @@ def test_one_bit_plan_keeps_first_and_last_int8(tmp_path) -> None:
     x = rng.normal(size=(50, 6)).astype(np.float32)
     np.testing.assert_array_equal(loaded.q_values(x), q.q_values(x))
     assert isinstance(loaded.layers[3], DenseBinary)
+
+
+def test_fixed_input_ranges_override_calibration() -> None:
+    """After QAT the deployed ranges are the trained ones, not a fresh calibration."""
+    rng = np.random.default_rng(10)
+    policy = mlp(rng)
+    states = rng.normal(size=(300, 6)).astype(np.float32)
+    fixed = {0: (0.05, 3), 1: (0.02, -128), 2: (0.03, -128)}
+    q = quantize_policy(policy, states, default_plan(3, "int8"), input_qparams=fixed)
+    assert (q.layers[0].scale, q.layers[0].zero_point) == fixed[0]
+    assert (q.layers[1].output_scale, q.layers[1].output_zero_point) == fixed[1]
+    assert (q.layers[2].input_scale, q.layers[2].input_zero_point) == fixed[1]
+    assert (q.layers[3].input_scale, q.layers[3].input_zero_point) == fixed[2]
+    calibrated = quantize_policy(policy, states, default_plan(3, "int8"))
+    assert calibrated.layers[0].scale != 0.05

@@ -213,8 +213,8 @@ def distill(
 
     meta = {"env_id": env_id, "env_kwargs": kw, "seed": cfg.seed, "trainer": "distill", "teacher_dir": teacher_dir}
     policy = student.to_policy(observation, teacher.action, meta)
-    if cfg.quant != "none":  # same calibration states and method as the last QAT round
-        policy = quantize_policy(policy, calib, student.plan, cfg.calibration, cfg.seed)
+    if cfg.quant != "none":  # deploy with exactly the activation ranges the kept round trained with
+        policy = quantize_policy(policy, calib, student.plan, cfg.calibration, cfg.seed, student.input_qparams)
     final = {
         "agreement": float((policy.act(validation) == teacher_actions).mean()),
         "return": evaluate(policy.act, env_id, cfg.eval_episodes, cfg.seed + 100_000, kw).mean_return,
