@@ -23,6 +23,14 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20_000, help="gradient steps over all rounds (default: 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=4, help="DAgger rounds (default: 4)")
+    p.add_argument("--tau", type=float, default=0.01, help="softmax temperature of the KL term (default: 0.01)")
+    p.add_argument(
+        "--q-weight",
+        type=float,
+        default=0.1,
+        help="weight of the Q-value regression term (default: 0.1); lower favours action agreement over "
+        "calibrated Q-values for on-device learning",
+    )
     p.add_argument(
         "--stream", action="store_true", help="LayerNorm (no affine) + LeakyReLU student for stream Q(lambda)"
     )
@@ -46,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         seed=args.seed,
         rounds=args.rounds,
+        tau=args.tau,
+        q_weight=args.q_weight,
         stream=args.stream,
         env_kwargs=env_kwargs,
     )

@@ -68,6 +68,8 @@ class DistillConfig:
             raise BadInput("stream-friendly students (LayerNorm + LeakyReLU) stay fp32; drop --stream or --quant")
         if self.quant == "1bit" and len(self.hidden) < 2:
             raise BadInput("a 1-bit student needs at least two hidden layers (first and last stay int8)")
+        if not (self.tau > 0 and self.q_weight >= 0 and self.kl_weight >= 0 and self.kl_weight + self.q_weight > 0):
+            raise BadInput("distillation needs tau > 0 and non-negative loss weights, not both zero")
         if self.steps < self.rounds or self.rounds < 1 or min(self.hidden, default=0) < 1:
             raise BadInput("distillation needs rounds >= 1, steps >= rounds and positive hidden widths")
 
