@@ -179,11 +179,13 @@ def distill(
     best: tuple[tuple[float, float], dict, dict] | None = None  # (agreement, return), weights, qparams
     bar = tqdm(total=per_round * cfg.rounds, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     calib = states[rng.choice(len(states), min(len(states), 5_000), replace=False)]
+    calib_x = normalize(calib)
     for r in range(cfg.rounds):
         x_all, y_all = normalize(states), torch.from_numpy(labels)
-        if cfg.quant != "none" and (r > 0 or cfg.rounds == 1):  # fp32 warm start, then train as deployed
-            student.calibrate(normalize(calib), cfg.calibration)
-        for _ in range(per_round):
+        qat = cfg.quant != "none" and (r > 0 or cfg.rounds == 1)  # fp32 warm start, then train as deployed
+        for step in range(per_round):
+            if qat and step % 500 == 0:  # ranges follow the weights as they move
+                student.calibrate(calib_x, cfg.calibration)
             idx = torch.from_numpy(rng.integers(0, len(states), cfg.batch_size))
             loss = _loss(student(x_all[idx]), y_all[idx], cfg)
             opt.zero_grad(set_to_none=True)
