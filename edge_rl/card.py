@@ -145,19 +145,12 @@ def compare(
     the policy, unless `states` (a batch of observations) is given.
     """
     from edge_rl.evaluate import evaluate
-    from edge_rl.gymenv import make_env
+    from edge_rl.gymenv import check_fits
 
     if episodes < 1:
         raise BadInput(f"episodes must be >= 1, got {episodes}")
-    env = make_env(env_id, env_kwargs)
-    obs_shape, n_actions = tuple(env.observation_space.shape), int(env.action_space.n)
-    env.close()
     for name, p in (("policy", policy), ("reference", reference)):
-        if p.observation.shape != obs_shape or p.action.n != n_actions:
-            raise BadInput(
-                f"{name} expects observations {p.observation.shape} and {p.action.n} actions, "
-                f"{env_id} has {obs_shape} and {n_actions}"
-            )
+        check_fits(p, env_id, env_kwargs, name)
     visited: list[np.ndarray] = []
 
     def reference_act(obs: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 import edge_rl.envs  # noqa: F401 - registers edge_rl/AntiJam-v0, Hover-v0, LineFollow-v0
 from edge_rl.errors import BadInput
-from edge_rl.policy import ActionSpec, ObservationSpec
+from edge_rl.policy import ActionSpec, ObservationSpec, Policy
 
 
 class EnvError(BadInput):
@@ -33,6 +33,18 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gym.Env:
         env.close()
         raise EnvError(f"{env_id} needs a Box observation and a Discrete action space")
     return env
+
+
+def check_fits(policy: Policy, env_id: str, env_kwargs: dict[str, Any] | None = None, name: str = "policy") -> None:
+    """Refuse a policy whose observation or action count does not match the env's."""
+    env = make_env(env_id, env_kwargs)
+    obs_spec, action_spec = env_specs(env)
+    env.close()
+    if obs_spec.size != policy.observation.size or action_spec.n != policy.action.n:
+        raise EnvError(
+            f"{name} expects {policy.observation.size} observations and {policy.action.n} actions, "
+            f"{env_id} has {obs_spec.size} and {action_spec.n}"
+        )
 
 
 def env_specs(env: gym.Env) -> tuple[ObservationSpec, ActionSpec]:

@@ -80,6 +80,8 @@ class ObservationSpec:
             raise PolicyFormatError("observation clip and eps must be positive and finite")
         if self.names and len(self.names) != self.size:
             raise PolicyFormatError(f"{len(self.names)} observation names for {self.size} features")
+        scale = (1.0 / np.sqrt(self.var.astype(np.float64) + self.eps)).astype(np.float32)
+        object.__setattr__(self, "_flat", (self.mean.ravel(), scale.ravel(), np.float32(self.clip)))
 
     @property
     def size(self) -> int:
@@ -88,7 +90,16 @@ class ObservationSpec:
     @property
     def scale(self) -> np.ndarray:
         """Multiplier equivalent to dividing by sqrt(var + eps), as the forward pass applies it."""
-        return (1.0 / np.sqrt(self.var.astype(np.float64) + self.eps)).astype(np.float32)
+        return self._flat[1].reshape(self.shape)
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        """The forward pass's input transform on flattened observations (..., size), float32.
+
+        The one implementation every stage uses (training, distillation, calibration, runtime), so
+        they cannot drift apart.
+        """
+        mean, scale, clip = self._flat
+        return np.clip((np.asarray(obs, np.float32) - mean) * scale, -clip, clip)
 
     @classmethod
     def unnormalized(cls, low: np.ndarray, high: np.ndarray, names: tuple[str, ...] = ()) -> ObservationSpec:
@@ -144,9 +155,6 @@ class Policy:
             json.dumps(self.metadata, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise PolicyFormatError(f"metadata must be plain JSON: {e}") from None
-        self._shift = self.observation.mean
-        self._scale = self.observation.scale
-        self._clip = np.float32(self.observation.clip)
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -159,7 +167,7 @@ class Policy:
         if not np.isfinite(x).all():
             raise ValueError("observation contains NaN or infinity")
         x = x.reshape(1 if single else x.shape[0], self.observation.size)
-        x = np.clip((x - self._shift) * self._scale, -self._clip, self._clip)
+        x = self.observation.normalize(x)
         for layer in self.layers:
             x = layer.forward(x)
         return x[0] if single else x

@@ -69,8 +69,7 @@ def quantize_policy(
         raise QuantizeError(f"plan {list(plan)} must give one of {PRECISIONS} for each of {len(parts)} dense layers")
     if len(states) < 16:
         raise QuantizeError(f"need at least 16 calibration states, got {len(states)}")
-    obs = policy.observation
-    x = np.clip((np.asarray(states, np.float32).reshape(len(states), -1) - obs.mean) * obs.scale, -obs.clip, obs.clip)
+    x = policy.observation.normalize(np.asarray(states, np.float32).reshape(len(states), -1))
     layers: list[Layer] = []
     in_qparams: tuple[float, int] | None = None  # set while activations are int8
     for i, ((dense, post), precision) in enumerate(zip(parts, plan, strict=True)):

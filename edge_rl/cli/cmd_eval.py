@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_rl.cli.common import policy_env
     from edge_rl.errors import BadInput
     from edge_rl.evaluate import evaluate
-    from edge_rl.gymenv import env_specs, make_env
+    from edge_rl.gymenv import check_fits
     from edge_rl.policy import Policy
     from edge_rl.table import print_table
 
@@ -37,14 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"--episodes must be >= 1, got {args.episodes}")
     policy = Policy.load(args.policy_dir)
     env_id, env_kwargs = policy_env(policy, args.env, args.env_kwargs, args.policy_dir)
-    env = make_env(env_id, env_kwargs)
-    obs_spec, action_spec = env_specs(env)
-    env.close()
-    if obs_spec.shape != (policy.observation.size,) or action_spec.n != policy.action.n:
-        raise BadInput(
-            f"policy expects {policy.observation.size} observations and {policy.action.n} actions, "
-            f"{env_id} has {obs_spec.size} and {action_spec.n}"
-        )
+    check_fits(policy, env_id, env_kwargs)
     result = evaluate(policy.act, env_id, args.episodes, args.seed, env_kwargs)
     doc = {"env_id": env_id, "seed": args.seed, **result.to_dict()}
     if args.json:

@@ -154,14 +154,11 @@ def distill(
     labels = teacher.q_values(states)
     flat = states.reshape(len(states), -1).astype(np.float64)
     spec = teacher.observation
-    observation = ObservationSpec(
-        spec.shape, spec.low, spec.high, flat.mean(0), np.maximum(flat.var(0), 1e-8), names=spec.names
-    )
-    mean, scale = torch.from_numpy(observation.mean), torch.from_numpy(observation.scale)
+    mean, var = flat.mean(0).reshape(spec.shape), np.maximum(flat.var(0), 1e-8).reshape(spec.shape)
+    observation = ObservationSpec(spec.shape, spec.low, spec.high, mean, var, names=spec.names)
 
     def normalize(x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.asarray(x, np.float32).reshape(len(x), -1))
-        return ((t - mean) * scale).clamp(-observation.clip, observation.clip)
+        return torch.from_numpy(observation.normalize(np.reshape(x, (len(x), -1))))
 
     student = Student(observation.size, teacher.action.n, cfg)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)

@@ -65,7 +65,7 @@ class DQN:
         self.buffer = ReplayBuffer(cfg.buffer_size, self.obs_dim, self.rng)
         self.writers = [NStepWriter(self.buffer, cfg.n_step, cfg.gamma) for _ in self.envs]
         self.obs_spec = self.raw_obs_spec  # replaced by the frozen normalisation
-        self.norm: tuple[np.ndarray, np.ndarray, float] | None = None
+        self.frozen = False  # observation normalisation measured and fixed
         self.updates = 0
         self.log = RunLog()
         spec = self.envs[0].spec
@@ -75,10 +75,7 @@ class DQN:
     # -- acting -----------------------------------------------------------------------------------
 
     def normalize(self, obs: np.ndarray) -> np.ndarray:
-        if self.norm is None:
-            return obs
-        mean, scale, clip = self.norm
-        return np.clip((obs - mean) * scale, -clip, clip)
+        return self.obs_spec.normalize(obs) if self.frozen else obs
 
     def greedy(self, raw_obs: np.ndarray) -> np.ndarray:
         return self.net.q_numpy(self.normalize(raw_obs.reshape(len(raw_obs), -1))).argmax(axis=1)
@@ -92,12 +89,12 @@ class DQN:
         """Fix obs mean/var from the warm-up data, rewrite stored rows and bake them into the spec."""
         data = self.buffer.obs[: self.buffer.size]
         raw = self.raw_obs_spec
-        spec = ObservationSpec(raw.shape, raw.low, raw.high, data.mean(0), data.var(0), names=raw.names)
-        self.norm = (spec.mean, spec.scale, spec.clip)
-        self.buffer.normalize_in_place(*self.norm)
+        mean, var = data.mean(0).reshape(raw.shape), data.var(0).reshape(raw.shape)
+        spec = ObservationSpec(raw.shape, raw.low, raw.high, mean, var, names=raw.names)
+        self.obs_spec, self.frozen = spec, True
+        self.buffer.normalize_in_place(spec.normalize)
         for w in self.writers:
             w.map_obs(self.normalize)
-        self.obs_spec = spec
 
     # -- learning ---------------------------------------------------------------------------------
 
@@ -192,7 +189,7 @@ class DQN:
                     next_obs = np.asarray(env.reset()[0], np.float32).ravel()
                 obs[i] = next_obs
             step += n
-            if c.normalize_obs and self.norm is None and step >= c.learning_starts:
+            if c.normalize_obs and not self.frozen and step >= c.learning_starts:
                 self.freeze_normalization()
             if step >= c.learning_starts and (step // n) % c.train_freq == 0:
                 for _ in range(c.gradient_steps):

@@ -10,6 +10,7 @@ such a transition still bootstraps from the true final observation.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,10 +45,10 @@ class ReplayBuffer:
         idx = self._rng.integers(0, self.size, batch)
         return self.obs[idx], self.action[idx], self.ret[idx], self.next_obs[idx], self.discount[idx]
 
-    def normalize_in_place(self, mean: np.ndarray, scale: np.ndarray, clip: float) -> None:
+    def normalize_in_place(self, normalize: Callable[[np.ndarray], np.ndarray]) -> None:
         """Apply a frozen observation normalisation to everything stored so far."""
         for arr in (self.obs, self.next_obs):
-            arr[: self.size] = np.clip((arr[: self.size] - mean) * scale, -clip, clip)
+            arr[: self.size] = normalize(arr[: self.size])
 
 
 class NStepWriter:
