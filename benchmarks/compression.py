@@ -6,7 +6,7 @@ between int8 first and last layers), then measure weight bytes and MACs (the mod
 greedy return over 50 episodes, action agreement with the teacher on 10k held-out states the
 teacher visits, and numpy forward microseconds for one observation (median of 2,000 calls).
 
-    python benchmarks/compression.py               # all tasks, ~20 min on 2 cores
+    python benchmarks/compression.py               # all tasks, ~40 min on 2 cores
     python benchmarks/compression.py --tasks cartpole --jobs 1
 
 Writes benchmarks/results/compression.json; teachers are cached in benchmarks/results/teachers/.
@@ -44,7 +44,8 @@ def mlp_params(obs: int, hidden: tuple[int, ...], actions: int) -> int:
 
 
 def student_hidden(obs: int, actions: int, budget: int) -> tuple[int, int]:
-    width = max(w for w in range(4, 257) if mlp_params(obs, (w, w), actions) <= budget)
+    """Widest two-layer student whose stored int8 form (head with its shared value row) fits `budget`."""
+    width = max(w for w in range(4, 257) if mlp_params(obs, (w, w), actions + 1) <= budget)
     return (width, width)
 
 
@@ -110,6 +111,8 @@ def run_task(name: str, steps: int, seed: int) -> list[dict]:
                 "fp32_bytes": card["fp32_bytes"],
                 "binary_weight_bytes": card.get("binary_weight_bytes"),
                 "binary_fp32_bytes": card.get("binary_fp32_bytes"),
+                "matrix_bytes": card["matrix_bytes"],
+                "matrix_fp32_bytes": card["matrix_fp32_bytes"],
                 "macs": card["macs"],
                 "return": result.mean_return,
                 "success_rate": result.success_rate,
@@ -122,7 +125,7 @@ def run_task(name: str, steps: int, seed: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
-    parser.add_argument("--steps", type=int, default=30_000, help="distillation gradient steps per student")
+    parser.add_argument("--steps", type=int, default=60_000, help="distillation gradient steps per student")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="tasks run in parallel (timings are taken afterwards)")
     args = parser.parse_args()
@@ -147,6 +150,9 @@ def main() -> None:
         teacher = next(r for r in rows if r["task"] == row["task"] and r["policy"] == "teacher fp32")
         row["return_ratio"] = row["return"] / teacher["return"] if teacher["return"] else None
         row["compression"] = teacher["fp32_bytes"] / row["weight_bytes"]
+        same_fp32 = next(r for r in rows if r["task"] == row["task"] and r["policy"] == "student fp32")
+        if row["policy"] == "student int8":  # the same architecture in fp32, as the retention target asks
+            row["vs_fp32_student"] = same_fp32["weight_bytes"] / row["weight_bytes"]
     print_table(
         [
             "task",
@@ -155,6 +161,8 @@ def main() -> None:
             "params",
             "weight B",
             "vs own fp32",
+            "vs fp32 student",
+            "matrices vs fp32",
             "1-bit layers vs fp32",
             "MACs",
             "return",
@@ -170,6 +178,8 @@ def main() -> None:
                 r["params"],
                 r["weight_bytes"],
                 r["fp32_bytes"] / r["weight_bytes"],
+                r.get("vs_fp32_student", "-"),
+                r["matrix_fp32_bytes"] / r["matrix_bytes"],
                 (r["binary_fp32_bytes"] / r["binary_weight_bytes"]) if r.get("binary_weight_bytes") else "-",
                 r["macs"],
                 r["return"],

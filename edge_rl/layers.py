@@ -158,5 +158,25 @@ class Activation(Layer):
         return {"fn": self.fn, "slope": float(self.slope)} if self.fn == "leaky_relu" else {"fn": self.fn}
 
 
+@dataclass(eq=False)
+class DuelingSum(Layer):
+    """[v, a_1 .. a_n] -> [v + a_1 .. v + a_n]: Q-values from a shared value and per-action offsets.
+
+    A quantized head stores the row shared by all actions once (the value) and the small
+    per-action differences in rows of their own, each with its own int8 scale; Q-value gaps,
+    which pick the action and are often a thousandth of the Q-values, then keep their precision.
+    """
+
+    kind: ClassVar[str] = "dueling_sum"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x[..., :1] + x[..., 1:]
+
+    def out_features(self, in_features: int) -> int:
+        if in_features < 2:
+            raise PolicyFormatError(f"dueling_sum needs a value and at least one action, gets {in_features} inputs")
+        return in_features - 1
+
+
 # ---------------------------------------------------------------------------------------------
 # the policy

@@ -22,9 +22,9 @@ import numpy as np
 
 import edge_rl.qlayers  # noqa: F401 - registers the quantized layer kinds
 from edge_rl.atomic import write_atomic
-from edge_rl.errors import PolicyFormatError
+from edge_rl.errors import BadInput, ExitCode, PolicyFormatError
 from edge_rl.layers import LAYER_KINDS, Activation, Dense, Layer, LayerNorm
-from edge_rl.tensorfile import TensorFileError, load_tensors, save_tensors
+from edge_rl.tensorfile import TensorFileError, parse_tensors, save_tensors
 
 __all__ = [
     "ActionSpec",
@@ -45,6 +45,12 @@ TENSOR_FILE = "policy.safetensors"
 
 # ---------------------------------------------------------------------------------------------
 # specs
+
+
+class ObservationError(BadInput):
+    """An observation a policy cannot take: wrong shape, NaN or infinity."""
+
+    exit_code = ExitCode.OBSERVATION_MISMATCH
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +106,20 @@ class ObservationSpec:
         """
         mean, scale, clip = self._flat
         return np.clip((np.asarray(obs, np.float32) - mean) * scale, -clip, clip)
+
+    def batch(self, obs: np.ndarray) -> tuple[np.ndarray, bool]:
+        """`obs` (one observation or a batch) as float32 (batch, size), and whether it was a single one.
+
+        Every runtime calls this first, so a wrong shape, NaN or infinity is refused the same way
+        everywhere, before any backend sees the values.
+        """
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.shape == self.shape
+        if not single and (x.ndim != len(self.shape) + 1 or x.shape[1:] != self.shape):
+            raise ObservationError(f"observation shape {x.shape} does not match the policy's {self.shape}")
+        if not np.isfinite(x).all():
+            raise ObservationError("observation contains NaN or infinity")
+        return x.reshape(1 if single else x.shape[0], self.size), single
 
     @classmethod
     def unnormalized(cls, low: np.ndarray, high: np.ndarray, names: tuple[str, ...] = ()) -> ObservationSpec:
@@ -160,17 +180,16 @@ class Policy:
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q-values for one observation (-> (n,)) or a batch (-> (batch, n)), float32."""
-        x = np.asarray(obs, dtype=np.float32)
-        single = x.shape == self.observation.shape
-        if not single and x.shape[1:] != self.observation.shape:
-            raise ValueError(f"observation shape {x.shape} does not match the policy's {self.observation.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError("observation contains NaN or infinity")
-        x = x.reshape(1 if single else x.shape[0], self.observation.size)
+        x, single = self.observation.batch(obs)
+        q = self.forward(x)
+        return q[0] if single else q
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Q-values of checked, flattened raw observations (batch, size): normalisation, then the layers."""
         x = self.observation.normalize(x)
         for layer in self.layers:
             x = layer.forward(x)
-        return x[0] if single else x
+        return x
 
     def act(self, obs: np.ndarray) -> int | np.ndarray:
         """Greedy action: an int for one observation, an int64 array for a batch."""
@@ -213,18 +232,23 @@ class Policy:
         for path in paths:
             if not path.is_file() or path.is_symlink():
                 raise PolicyFormatError(f"{path}: missing (or not a regular file); is {directory} a policy directory?")
+        return cls.from_bytes(paths[0].read_bytes(), paths[1].read_bytes(), str(directory))
+
+    @classmethod
+    def from_bytes(cls, json_bytes: bytes, tensor_bytes: bytes, where: str = "policy") -> Policy:
+        """Validate and build a policy from the bytes of its two files (e.g. already hash-checked ones)."""
         try:
-            doc = json.loads(paths[0].read_text(encoding="utf-8"))
+            doc = json.loads(json_bytes.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PolicyFormatError(f"{paths[0]}: not valid JSON ({e})") from None
+            raise PolicyFormatError(f"{where}/{JSON_FILE}: not valid JSON ({e})") from None
         try:
-            tensors, _ = load_tensors(paths[1])
+            tensors, _ = parse_tensors(tensor_bytes, f"{where}/{TENSOR_FILE}")
         except TensorFileError as e:
             raise PolicyFormatError(str(e)) from None
         try:
             return _from_parts(doc, tensors)
         except PolicyFormatError as e:
-            raise PolicyFormatError(f"{directory}: {e}") from None
+            raise PolicyFormatError(f"{where}: {e}") from None
 
 
 def _from_parts(doc: Any, tensors: dict[str, np.ndarray]) -> Policy:

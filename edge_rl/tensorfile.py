@@ -59,7 +59,11 @@ def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dic
 
 def load_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a safetensors file, refusing anything that is not exactly well formed."""
-    raw = Path(path).read_bytes()
+    return parse_tensors(Path(path).read_bytes(), str(path))
+
+
+def parse_tensors(raw: bytes, path: str = "<bytes>") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Parse safetensors bytes (`path` names them in errors), with the checks of `load_tensors`."""
     if len(raw) < 8:
         raise TensorFileError(f"{path}: truncated (no header length)")
     (n,) = struct.unpack("<Q", raw[:8])

@@ -5,6 +5,12 @@ code is left unused, as TFLite's spec asks). Biases: int32 at scale s_in * s_w. 
 asymmetric per tensor, calibrated on recorded states with one of three range estimators:
 `minmax` (the full observed range), `percentile` (drops the rarest outliers; the default) or
 `mse` (the clipping threshold with the least quantization error on the recorded values).
+
+The Q-value head is stored split (`split_value_row`): the row all actions share, then each
+action's difference from it, each row with its own scale. Q-values are large and their gaps
+small (CartPole: ~40 vs ~0.3; Hover: ~25 vs ~0.03), so one scale per full row would round the
+gaps away; after the split only the shared value carries the coarse grid, and it cancels in
+the argmax (`edge_rl.layers.DuelingSum` adds it back).
 """
 
 from __future__ import annotations
@@ -55,6 +61,13 @@ def quantize_weights(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.maximum(np.abs(w).max(axis=1) / INT8_MAX, np.float32(1e-12)).astype(np.float32)
     codes = np.clip(np.rint(w / scale[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
     return codes, scale
+
+
+def split_value_row(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, in) head -> (1 + n, in): the mean row first, then every row minus it (same for the bias)."""
+    w, b = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+    w_v, b_v = w.mean(axis=0, keepdims=True), b.mean(keepdims=True)
+    return np.concatenate([w_v, w - w_v]), np.concatenate([b_v, b - b_v])
 
 
 def int8_dense(

@@ -61,6 +61,15 @@ def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight + (q - weight).detach()
 
 
+def fake_quant_split_head(weight: torch.Tensor) -> torch.Tensor:
+    """A Q-value head as `quantize.int8.split_value_row` stores it: shared row + per-action differences.
+
+    Each part is fake-quantized per row; their sum is the (n, in) weight the deployed head applies.
+    """
+    shared = weight.mean(dim=0, keepdim=True)
+    return fake_quant_weight(shared) + fake_quant_weight(weight - shared)
+
+
 def fake_quant_activation(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """Per-tensor asymmetric int8 fake quantization; gradient passes inside the representable range."""
     lo, hi = (-128 - zero_point) * scale, (127 - zero_point) * scale

@@ -82,7 +82,7 @@ def test_quantize_command_needs_no_torch(teacher: Path, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     q, fp = Policy.load(out), Policy.load(teacher)
-    assert [layer.kind for layer in q.layers] == ["quantize", "dense_int8", "dense_int8", "dense_int8"]
+    assert [layer.kind for layer in q.layers] == ["quantize", "dense_int8", "dense_int8", "dense_int8", "dueling_sum"]
     states = collect_states(fp.act, "CartPole-v1", 2_000, seed=5)
     assert (q.act(states) == fp.act(states)).mean() > 0.8
     card = subprocess.run(

@@ -8,8 +8,15 @@ torch = pytest.importorskip("torch")
 from edge_rl.layers import Dense  # noqa: E402
 from edge_rl.qlayers import BINARY_SCALE  # noqa: E402
 from quantize.binary import binary_dense, rotated_weight  # noqa: E402
-from quantize.int8 import quantize_weights  # noqa: E402
-from quantize.qat import TRUST_1BIT, BinaryLinear, fake_quant_activation, fake_quant_weight, trust_binarize  # noqa: E402
+from quantize.int8 import quantize_weights, split_value_row  # noqa: E402
+from quantize.qat import (  # noqa: E402
+    TRUST_1BIT,
+    BinaryLinear,
+    fake_quant_activation,
+    fake_quant_split_head,
+    fake_quant_weight,
+    trust_binarize,
+)
 
 
 def test_trust_mask_passes_gradient_only_near_the_grid() -> None:
@@ -50,3 +57,17 @@ def test_int8_fake_quant_matches_the_ptq_codes() -> None:
     assert float(y.detach().max()) == pytest.approx(155 * 0.02) and float(y.detach().min()) == pytest.approx(
         -100 * 0.02
     )
+
+
+def test_split_head_fake_quant_is_the_stored_head() -> None:
+    torch.manual_seed(1)
+    w = 1.0 + 0.01 * torch.randn(5, 24)  # rows share most of their weight, as Q heads do
+    split, _ = split_value_row(w.numpy(), np.zeros(5, np.float32))
+    codes, scale = quantize_weights(split)
+    stored = codes * scale[:, None]
+    fq = fake_quant_split_head(w.requires_grad_()).detach().numpy()
+    np.testing.assert_allclose(fq, stored[:1] + stored[1:], rtol=1e-5, atol=1e-6)
+    # and far finer than one scale per full row: the per-action differences survive
+    full = fake_quant_weight(w).detach().numpy()
+    diff = (w - w.mean(0)).detach().numpy()
+    assert np.abs(fq - fq.mean(0) - diff).max() < 0.1 * np.abs(full - full.mean(0) - diff).max()

@@ -11,7 +11,8 @@ from edge_rl.policy import ActionSpec, ObservationSpec, Policy
 from edge_rl.qlayers import BINARY_SCALE, DenseBinary, DenseInt8, Quantize, hadamard, pack_signs, unpack_signs
 from quantize.binary import binary_dense, random_diagonal, rotated_weight
 from quantize.convert import default_plan, quantize_policy
-from quantize.int8 import activation_qparams, int8_dense, quantize_weights
+from quantize.equalize import equalize_ranges
+from quantize.int8 import activation_qparams, int8_dense, quantize_weights, split_value_row
 
 
 def mlp(rng: np.random.Generator, sizes=(6, 32, 32, 3)) -> Policy:
@@ -144,8 +145,9 @@ def test_ptq_policy_round_trip_and_agreement(tmp_path) -> None:
     states = rng.normal(size=(4000, 6)).astype(np.float32)
     q = quantize_policy(policy, states[:2000], default_plan(3, "int8"))
     kinds = [layer.kind for layer in q.layers]
-    assert kinds == ["quantize", "dense_int8", "dense_int8", "dense_int8"]
+    assert kinds == ["quantize", "dense_int8", "dense_int8", "dense_int8", "dueling_sum"]
     assert q.layers[1].relu and q.layers[1].output_kind == "int8" and q.layers[3].output_kind == "float"
+    assert q.layers[3].weight.shape == (4, 32)  # shared value row + 3 action rows
     held_out = states[2000:]
     assert (q.act(held_out) == policy.act(held_out)).mean() > 0.95
     q.save(tmp_path)
@@ -168,6 +170,7 @@ def test_one_bit_plan_keeps_first_and_last_int8(tmp_path) -> None:
         "activation",
         "quantize",
         "dense_int8",
+        "dueling_sum",
     ]
     q.save(tmp_path)
     loaded = Policy.load(tmp_path)
@@ -189,3 +192,76 @@ def test_fixed_input_ranges_override_calibration() -> None:
     assert (q.layers[3].input_scale, q.layers[3].input_zero_point) == fixed[2]
     calibrated = quantize_policy(policy, states, default_plan(3, "int8"))
     assert calibrated.layers[0].scale != 0.05
+
+
+def test_split_head_keeps_small_q_gaps_that_full_rows_round_away() -> None:
+    """Q ~ 40 with gaps ~ 0.05: one int8 scale per full row cannot resolve the gap, the split head can."""
+    rng = np.random.default_rng(11)
+    shared = rng.uniform(0.5, 1.5, size=(1, 32))
+    weight = (shared + rng.normal(size=(3, 32)) * 2e-3).astype(np.float32)
+    bias = np.zeros(3, np.float32)
+    split_w, split_b = split_value_row(weight, bias)
+    np.testing.assert_allclose(split_w[:1] + split_w[1:], weight, atol=1e-6)
+    np.testing.assert_allclose(split_b[:1] + split_b[1:], bias, atol=1e-6)
+    x = rng.uniform(0, 2, size=(2000, 32)).astype(np.float32)
+    gaps = x @ weight.T
+    in_q = activation_qparams(x, "minmax")
+    x_q = Quantize(*in_q).forward(x)
+    full = int8_dense(Dense(weight, bias), in_q, None, relu=False).forward(x_q)
+    split = int8_dense(Dense(split_w, split_b), in_q, None, relu=False).forward(x_q)
+    split_q = split[:, :1] + split[:, 1:]
+    agree_full = (full.argmax(1) == gaps.argmax(1)).mean()
+    agree_split = (split_q.argmax(1) == gaps.argmax(1)).mean()
+    assert agree_split > 0.95 and agree_full < 0.8, (agree_split, agree_full)
+
+
+def test_equalization_preserves_the_function_and_equalises_ranges() -> None:
+    rng = np.random.default_rng(12)
+    policy = mlp(rng, (6, 32, 32, 3))
+    wide = policy.layers[0]
+    wide.weight[:8] *= 20.0  # a few channels dominate the per-tensor range
+    wide.bias[:8] *= 20.0
+    policy = Policy(policy.observation, policy.action, policy.layers)
+    states = (rng.normal(size=(3000, 6)) * np.array([1, 1, 1, 1, 1.8, 0.2])).astype(np.float32)
+    eq = equalize_ranges(policy, states)
+    np.testing.assert_allclose(eq.q_values(states), policy.q_values(states), rtol=1e-4, atol=1e-4)
+    x = eq.observation.normalize(states)
+    in_ranges = np.percentile(np.abs(x), 99.99, axis=0)
+    hidden = eq.layers[1].forward(eq.layers[0].forward(x))
+    live = np.percentile(hidden, 99.99, axis=0)
+    live = live[live > 0]
+    assert in_ranges.max() / in_ranges.min() < 1.01 and live.max() / live.min() < 1.01
+    before = quantize_policy(policy, states, default_plan(3, "int8"))
+    after = quantize_policy(eq, states, default_plan(3, "int8"))
+    err_before = np.abs(before.q_values(states) - policy.q_values(states)).mean()
+    err_after = np.abs(after.q_values(states) - policy.q_values(states)).mean()
+    assert err_after < 0.8 * err_before, (err_after, err_before)
+
+
+def test_equalization_leaves_one_bit_inputs_alone() -> None:
+    rng = np.random.default_rng(13)
+    policy = mlp(rng, (6, 32, 32, 32, 3))
+    states = rng.normal(size=(500, 6)).astype(np.float32)
+    eq = equalize_ranges(policy, states, default_plan(4, "1bit"))
+    # plan int8, 1bit, 1bit, int8: the 1-bit layers' inputs (outputs of dense 0 and 1) keep their scale,
+    # the int8 head's input (output of dense 2) and the observation (into int8 dense 0) are equalised
+    np.testing.assert_array_equal(eq.layers[0].bias, policy.layers[0].bias)
+    np.testing.assert_array_equal(eq.layers[2].weight, policy.layers[2].weight)
+    assert not np.array_equal(eq.layers[4].bias, policy.layers[4].bias)
+    assert not np.array_equal(eq.observation.var, policy.observation.var)
+    np.testing.assert_allclose(eq.q_values(states), policy.q_values(states), rtol=1e-4, atol=1e-4)
+
+
+def test_bias_correction_removes_the_mean_output_error() -> None:
+    rng = np.random.default_rng(14)
+    policy = mlp(rng, (6, 16, 16, 3))
+    states = rng.normal(size=(4000, 6)).astype(np.float32)
+    plain = quantize_policy(policy, states, default_plan(3, "int8"))
+    corrected = quantize_policy(policy, states, default_plan(3, "int8"), correct_bias=True)
+    ref = policy.q_values(states)
+    mean_plain = np.abs((plain.q_values(states) - ref).mean(0))
+    mean_corrected = np.abs((corrected.q_values(states) - ref).mean(0))
+    step = np.float32(corrected.layers[-2].input_scale) * corrected.layers[-2].weight_scale
+    assert (mean_corrected <= np.maximum(step[1:] + step[0], 0.02 * mean_plain.max())).all()
+    assert mean_corrected.max() < mean_plain.max()
+    assert corrected.metadata["quantization"]["bias_correction"] is True

@@ -12,9 +12,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "distill",
         help="distill a teacher into a small fp32, int8 or 1-bit student",
-        description="KL(tau) + Q-regression distillation on teacher rollouts and DAgger rounds. int8 students are "
-        "post-training quantized; 1-bit students train their hidden layers through QuEST fake-quant "
-        "(first and last layers int8). Writes the student IR and distill.json to --out.",
+        description="KL(tau) + Q-regression distillation on teacher rollouts and DAgger rounds. Quantized students "
+        "warm up in fp32, then train through their deploy form: int8 fake quantization (equalised channel "
+        "ranges, split Q head), or QuEST 1-bit hidden layers between int8 first and last layers. Writes the "
+        "student IR and distill.json to --out.",
     )
     p.add_argument("teacher", metavar="TEACHER_DIR", type=Path, help="teacher policy directory")
     p.add_argument("--hidden", type=int_list, default=(32, 32), metavar="N,N", help="student widths (default: 32,32)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_rl.cli.common import json_object
+from edge_rl.cli.common import json_object, load_states
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="post-training int8 quantization (no torch)",
         description="Quantize an fp32 policy to int8: per-channel symmetric weights, int32 biases, per-tensor int8 "
         "activations calibrated on states the policy visits (recorded by running it in its env with "
-        "epsilon 0.1, or read from --states FILE.npy).",
+        "epsilon 0.1, or read from --states FILE.npy). Channel ranges are equalised first and biases corrected "
+        "for the mean rounding error; the Q-value head is stored as a shared value row plus per-action rows.",
     )
     p.add_argument("policy_dir", metavar="DIR", type=Path, help="fp32 policy directory")
     p.add_argument("--to", choices=("int8",), required=True, help="target precision")
@@ -23,34 +24,34 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--states", type=Path, default=None, metavar="FILE.npy", help="calibration observations (N, obs)")
     p.add_argument("--n-states", type=int, default=5_000, help="states to record when --states is not given")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-equalize", dest="equalize", action="store_false", help="skip cross-layer range equalisation")
+    p.add_argument(
+        "--no-bias-correction", dest="correct_bias", action="store_false", help="skip empirical bias correction"
+    )
     p.add_argument("--env", default=None, metavar="ENV_ID", help="environment (default: the policy's)")
     p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
 
-    from edge_rl.errors import BadInput
     from edge_rl.policy import Policy
     from edge_rl.table import print_table
     from quantize.convert import blocks, default_plan, quantize_policy
+    from quantize.equalize import equalize_ranges
 
     policy = Policy.load(args.policy_dir)
     if args.states is not None:
-        try:
-            states = np.load(args.states, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise BadInput(f"cannot read calibration states {args.states}: {e}") from None
-        if states.ndim < 2 or states.shape[1:] != policy.observation.shape:
-            raise BadInput(f"calibration states {states.shape} do not match observations {policy.observation.shape}")
+        states = load_states(args.states, policy.observation)
     else:
         from edge_rl.cli.common import policy_env
         from edge_rl.rollout import collect_states
 
         env_id, env_kwargs = policy_env(policy, args.env, args.env_kwargs, args.policy_dir)
         states = collect_states(policy.act, env_id, args.n_states, args.seed, 0.1, env_kwargs)
-    quantized = quantize_policy(policy, states, default_plan(len(blocks(policy)), args.to), args.calibration, args.seed)
+    plan = default_plan(len(blocks(policy)), args.to)
+    source = equalize_ranges(policy, states, plan) if args.equalize else policy
+    quantized = quantize_policy(source, states, plan, args.calibration, args.seed, correct_bias=args.correct_bias)
     quantized.save(args.out)
     agreement = float((quantized.act(states) == policy.act(states)).mean())
     print_table(

@@ -59,3 +59,20 @@ def policy_env(policy: Any, env: str | None, env_kwargs: dict | None, where: obj
     if not env_id:
         raise BadInput(f"{where} does not record its environment; pass --env ENV_ID")
     return env_id, env_kwargs if env_kwargs is not None else policy.metadata.get("env_kwargs", {})
+
+
+def load_states(path: Any, spec: Any) -> Any:
+    """Observations (N, *obs_shape) from a .npy file (never unpickled), checked against `spec`."""
+    import numpy as np
+
+    from edge_rl.policy import ObservationError
+
+    try:
+        states = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot read states {path}: {e}") from None
+    if states.ndim != len(spec.shape) + 1 or states.shape[1:] != spec.shape:
+        raise ObservationError(f"states {path} have shape {states.shape}; the policy takes (N, {spec.shape})")
+    if not np.isfinite(states).all():
+        raise ObservationError(f"states {path} contain NaN or infinity")
+    return states.astype(np.float32)

@@ -4,9 +4,10 @@ Loss (Rusu et al. 2016, with a Q term for the device learner): KL between softma
 and softmax(Q_student/tau) with a small tau (sharp: the greedy action is what matters), plus a
 Huber regression on the Q-values themselves, so the student's Q stay calibrated for on-device
 TD learning. States: teacher rollouts with epsilon noise, then DAgger rounds (Ross et al. 2011)
-on the student's own state distribution, labelled by the teacher. A 1-bit student warm-starts in
-fp32 for the first round, then trains through its QuEST fake-quant (`quantize.qat`); int8 is
-post-training quantization of the final student, calibrated on the distillation states.
+on the student's own state distribution, labelled by the teacher. A quantized student warm-starts
+in fp32 for `fp32_rounds`, has its channel ranges equalised (`quantize.equalize`), then trains
+through its deploy form (`quantize.qat`: int8 fake quantization, QuEST 1-bit hidden layers) and
+is converted with the activation ranges it trained with.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from edge_rl.layers import Activation, Dense, LayerNorm
 from edge_rl.policy import ActionSpec, ObservationSpec, Policy
 from edge_rl.rollout import collect_states
 from quantize.convert import default_plan, quantize_policy
+from quantize.equalize import equalize_ranges
 from quantize.int8 import activation_qparams
-from quantize.qat import BinaryLinear, fake_quant_activation, fake_quant_weight
+from quantize.qat import BinaryLinear, fake_quant_activation, fake_quant_split_head, fake_quant_weight
 
 QUANT_MODES = ("none", "int8", "1bit")
 
@@ -44,6 +46,7 @@ class DistillConfig:
     steps: int = 20_000  # gradient steps over all rounds
     seed: int = 0
     rounds: int = 4
+    fp32_rounds: int = 1  # quantized students: rounds trained in fp32 before quantization-aware training
     teacher_states: int = 20_000
     dagger_states: int = 10_000
     validation_states: int = 10_000
@@ -70,8 +73,8 @@ class DistillConfig:
             raise BadInput("a 1-bit student needs at least two hidden layers (first and last stay int8)")
         if not (self.tau > 0 and self.q_weight >= 0 and self.kl_weight >= 0 and self.kl_weight + self.q_weight > 0):
             raise BadInput("distillation needs tau > 0 and non-negative loss weights, not both zero")
-        if self.steps < self.rounds or self.rounds < 1 or min(self.hidden, default=0) < 1:
-            raise BadInput("distillation needs rounds >= 1, steps >= rounds and positive hidden widths")
+        if self.steps < self.rounds or self.rounds < 1 or min(self.hidden, default=0) < 1 or self.fp32_rounds < 0:
+            raise BadInput("distillation needs rounds >= 1, steps >= rounds, fp32_rounds >= 0, positive hidden widths")
 
 
 class Student(nn.Module):
@@ -105,9 +108,9 @@ class Student(nn.Module):
             elif self.plan[i] == "1bit":
                 x = layer(x)
             else:
-                x = F.linear(
-                    fake_quant_activation(x, *self.input_qparams[i]), fake_quant_weight(layer.weight), layer.bias
-                )
+                head = i == len(self.linears) - 1 and layer.weight.shape[0] > 1  # stored split, as converted
+                w = fake_quant_split_head(layer.weight) if head else fake_quant_weight(layer.weight)
+                x = F.linear(fake_quant_activation(x, *self.input_qparams[i]), w, layer.bias)
             if i < len(self.linears) - 1:
                 x = F.leaky_relu(F.layer_norm(x, x.shape[-1:]), 0.01) if self.stream else F.relu(x)
         return x
@@ -119,6 +122,14 @@ class Student(nn.Module):
         for i, precision in enumerate(self.plan):
             if precision == "int8":
                 self.input_qparams[i] = activation_qparams(self(x, stop_at=i).numpy(), method)
+
+    @torch.no_grad()
+    def load_dense(self, policy: Policy) -> None:
+        """Take the weights of `policy`'s dense layers (same architecture), e.g. after equalisation."""
+        dense = [layer for layer in policy.layers if isinstance(layer, Dense)]
+        for linear, d in zip(self.linears, dense, strict=True):
+            linear.weight.copy_(torch.from_numpy(d.weight))
+            linear.bias.copy_(torch.from_numpy(d.bias))
 
     def to_policy(self, observation: ObservationSpec, action: ActionSpec, metadata: dict[str, Any]) -> Policy:
         """The fp32 (shadow-weight) IR; quantization happens on it afterwards."""
@@ -177,9 +188,13 @@ def distill(
     bar = tqdm(total=per_round * cfg.rounds, unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
     calib = states[rng.choice(len(states), min(len(states), 5_000), replace=False)]
     calib_x = normalize(calib)
+    first_qat = min(cfg.fp32_rounds, cfg.rounds - 1)
     for r in range(cfg.rounds):
         x_all, y_all = normalize(states), torch.from_numpy(labels)
-        qat = cfg.quant != "none" and (r > 0 or cfg.rounds == 1)  # fp32 warm start, then train as deployed
+        qat = cfg.quant != "none" and r >= first_qat  # fp32 warm start, then train as deployed
+        if qat and r == first_qat:  # entering QAT: equal channel ranges use the int8 grid best
+            student.load_dense(equalize_ranges(student.to_policy(observation, teacher.action, {}), calib, student.plan))
+            opt.state.clear()  # Adam's moments describe the unscaled weights
         for step in range(per_round):
             if qat and step % 500 == 0:  # ranges follow the weights as they move
                 student.calibrate(calib_x, cfg.calibration)
@@ -196,7 +211,7 @@ def distill(
             {"round": r, "states": len(states), "agreement": agreement, "return": ret, "loss": float(loss.detach())}
         )
         bar.set_description(f"round {r}: agree {agreement:.3f} return {ret:.1f}", refresh=False)
-        deployable = cfg.quant == "none" or r > 0 or cfg.rounds == 1
+        deployable = cfg.quant == "none" or qat
         if deployable and (
             best is None or (agreement, ret) > best[0]
         ):  # keep the best round, as DQN keeps its best eval
