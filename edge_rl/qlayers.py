@@ -14,6 +14,9 @@ H_n; the rotated weights W D H_n were binarised offline to sign bits with a per-
 s_w = sqrt(2/pi) * rms(row) (the MSE-optimal 1-bit constant), and at run time the rotated input
 becomes sign bits with s_x = sqrt(2/pi) * rms(x_r). Then y = count * (s_x * s_w) + b, where
 count = sum of +-1 products = n - 2 * popcount(x_bits XOR w_bits). sign(0) is +1 throughout.
+The run-time rotation is a butterfly Walsh-Hadamard transform and the mean square a halving
+sum, both in a fixed order every exported form repeats: a sign decided differently by one
+backend would move an output by a whole 1-bit step.
 """
 
 from __future__ import annotations
@@ -44,9 +47,19 @@ def _check_zero_point(value: int) -> int:
     return int(value)
 
 
+def reciprocal(scale: float) -> np.float32:
+    """float32(1) / float32(scale): quantizers multiply by it (runtimes' division is not always exact)."""
+    return np.float32(1.0) / np.float32(scale)
+
+
 def quantize_int8(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """float -> int8 as ONNX QuantizeLinear: rint(x / scale) + zp (ties to even), saturated."""
-    q = np.rint(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+    """float -> int8: rint(x * (1 / scale)) + zp (ties to even), saturated.
+
+    A multiply by the float32 reciprocal, not a division: IEEE multiplication is exact in every
+    runtime, while XNNPACK's division can be an ulp off, which moves exact ties (common after
+    1-bit layers, whose outputs lie on a grid) to the other code.
+    """
+    q = np.rint(np.asarray(x, np.float32) * reciprocal(scale)) + zero_point
     return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
 
 
@@ -170,6 +183,31 @@ def hadamard(n: int) -> np.ndarray:
     return (h / math.sqrt(n)).astype(np.float32)
 
 
+def fwht(x: np.ndarray) -> np.ndarray:
+    """Unnormalised Walsh-Hadamard transform of each row (Sylvester order), one butterfly stage at a time.
+
+    Every output is a fixed sequence of float32 additions and subtractions, the sequence the
+    ONNX, TFLite and C forms perform too, so rotated values and their signs agree bit for bit
+    across backends (a dense matmul would sum in whatever order each BLAS prefers).
+    """
+    rows, n = x.shape
+    h = 1
+    while h < n:
+        pairs = x.reshape(rows, n // (2 * h), 2, h)
+        low, high = pairs[:, :, :1], pairs[:, :, 1:]
+        x = np.concatenate([low + high, low - high], axis=2).reshape(rows, n)
+        h *= 2
+    return x
+
+
+def halving_sum(x: np.ndarray) -> np.ndarray:
+    """Row sums by repeatedly adding the second half onto the first: a summation order backends can copy."""
+    while x.shape[1] > 1:
+        half = x.shape[1] // 2
+        x = x[:, :half] + x[:, half:]
+    return x[:, 0]
+
+
 def next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -219,7 +257,8 @@ class DenseBinary(Layer):
         scales = self.weight_scale.astype(np.float32)
         if not (np.isfinite(scales).all() and (scales >= 0).all() and np.isfinite(self.bias).all()):
             raise PolicyFormatError("dense_binary scales must be finite and >= 0, bias finite")
-        self._rotation = unpack_signs(self.diag_bits, n)[:, None] * hadamard(n)  # D @ H, float32
+        self._diagonal = unpack_signs(self.diag_bits, n)  # D as +-1 float32
+        self._inv_sqrt_n = np.float32(1.0 / math.sqrt(n))
         self._weight_signs = unpack_signs(self.sign_bits, n)  # (out, n) of +-1
         self._scale = scales
 
@@ -229,15 +268,16 @@ class DenseBinary(Layer):
         return int(self.bias.shape[0])
 
     def rotate(self, x: np.ndarray) -> np.ndarray:
-        """Pad to n and apply D then H: the basis in which both operands were binarised."""
+        """Pad to n, multiply by D, Walsh-Hadamard transform, scale by 1/sqrt(n): x D H_n, exactly ordered."""
         padded = np.zeros((x.shape[0], self.n), np.float32)
         padded[:, : self.in_features] = x
-        return padded @ self._rotation
+        return fwht(padded * self._diagonal) * self._inv_sqrt_n
 
     def binarize_input(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-sample scale s_x and +-1 signs of the rotated input."""
+        """Per-sample scale s_x = c1 * sqrt(mean(r^2)) and +-1 signs of the rotated input r."""
         rotated = self.rotate(np.asarray(x, np.float32))
-        s_x = np.float32(BINARY_SCALE) * np.sqrt(np.mean(rotated * rotated, axis=1, dtype=np.float32))
+        mean_sq = halving_sum(rotated * rotated) * np.float32(1.0 / self.n)  # 1/n is exact: n is a power of two
+        s_x = np.float32(BINARY_SCALE) * np.sqrt(mean_sq)
         return s_x.astype(np.float32), np.where(rotated >= 0, np.float32(1), np.float32(-1))
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,80 @@
+"""`edge-rl verify`: check a bundle (hashes, signature, version) and run every backend on its golden I/O."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edge_rl.cli.common import load_states
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check a bundle and compare every backend with the numpy IR",
+        description="Checks the listing, manifest checksum, signature (with --public-key) and every file's SHA-256 "
+        "before parsing anything, then runs the backends on the golden I/O and extra states. Exit codes: "
+        "0 passed, 1 a backend missed the tolerance, 2 bad arguments, 3 damaged bundle (changed, missing, "
+        "extra, symlinked or pickle file, escaping path), 4 bad or missing signature, 5 unknown schema version, "
+        "6 older than the installed bundle, 7 states of the wrong shape.",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", type=Path)
+    p.add_argument(
+        "--backend", default="all", choices=("all", "numpy", "onnxruntime", "litert"), help="(default: all available)"
+    )
+    p.add_argument("--public-key", type=Path, default=None, metavar="PUB", help="require a valid Ed25519 signature")
+    p.add_argument("--states", type=Path, default=None, metavar="FILE.npy", help="held-out states (N, *obs_shape)")
+    p.add_argument("--extra", type=int, default=1000, help="jittered golden states when --states is not given")
+    p.add_argument("--installed", type=Path, default=None, metavar="BUNDLE", help="the bundle installed now")
+    p.add_argument("--allow-downgrade", action="store_true", help="accept a version older than --installed")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+
+def print_report(report: dict[str, Any], as_json: bool, where: Path) -> None:
+    from edge_rl.table import print_table
+
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    rows = []
+    for name, r in report["backends"].items():
+        if not r["available"]:
+            rows.append([name, "-", "-", "-", "-", f"unavailable: {r['reason']}"])
+            continue
+        extra = r["extra"] or {"max_abs_dq": float("nan"), "agreement": float("nan")}
+        rows.append(
+            [
+                name,
+                r["golden"]["max_abs_dq"],
+                extra["max_abs_dq"],
+                min(r["golden"]["agreement"], extra["agreement"]),
+                r["latency_us"],
+                "pass" if r["passed"] else "FAIL",
+            ]
+        )
+    print_table(["backend", "golden max|dQ|", "extra max|dQ|", "agreement", "us/act", "result"], rows)
+    verdict = "verified" if report["passed"] else "FAILED"
+    print(
+        f"{where}: {verdict} on {report['golden_states']} golden + {report['extra_states']} extra states, "
+        f"tolerance {report['tolerance']:.3g}; fastest passing backend: {report['fastest']}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_rl.errors import ExitCode
+    from edge_rl.signing import read_public_key
+    from export.bundle import open_bundle
+    from export.verify import verify_bundle
+
+    public_key = read_public_key(args.public_key) if args.public_key is not None else None
+    installed = open_bundle(args.installed).version if args.installed is not None else None
+    bundle = open_bundle(args.bundle, public_key, installed, args.allow_downgrade)
+    states = load_states(args.states, bundle.policy.observation) if args.states is not None else None
+    backends = None if args.backend == "all" else [args.backend]
+    report = verify_bundle(bundle, backends, states, args.extra)
+    report["bundle_version"], report["signer"], report["signer_pinned"] = bundle.version, bundle.signer, bundle.pinned
+    print_report(report, args.json, args.bundle)
+    return int(ExitCode.OK if report["passed"] else ExitCode.FAILURE)

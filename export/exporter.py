@@ -1,0 +1,173 @@
+"""`export_bundle`: IR -> verified bundle directory, all or nothing.
+
+Everything is written into `OUT/.partial/` first; the bundle is opened and verified from there
+exactly as a device would, and only then are the files moved up into OUT (manifest.sha256 last,
+so an interrupted move leaves a bundle that refuses to load, never one that half works). Any
+failure removes `.partial` (and OUT, if this export created it). Nothing is written elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_rl.card import model_card
+from edge_rl.errors import BadInput, BundleError, ExitCode
+from edge_rl.policy import Policy
+from export.bundle import CHECKSUM, FORMAT, FORMAT_FILES, MANIFEST, SCHEMA_VERSION, SIGNATURE, open_bundle, write_files
+from export.verify import verify_bundle
+
+MIN_GOLDEN = 64
+STAGING = ".partial"
+CARD_KEYS = ("params", "weight_bytes", "fp32_bytes", "compression_ratio", "macs", "precisions")
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str | None]:
+    names = ("edge-rl", "numpy", "onnx", "onnxruntime", "ai-edge-litert", "flatbuffers", "cryptography")
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def precision(policy: Policy) -> str:
+    """fp32, int8 or 1bit: the most compressed kind of dense layer in the policy."""
+    kinds = {layer.kind for layer in policy.layers}
+    return "1bit" if "dense_binary" in kinds else "int8" if "dense_int8" in kinds else "fp32"
+
+
+def _spec_json(policy: Policy) -> dict[str, Any]:
+    obs, act = policy.observation, policy.action
+
+    def floats(a: np.ndarray) -> list:
+        return [float(v) if np.isfinite(v) else ("inf" if v > 0 else "-inf") for v in np.asarray(a, np.float64).ravel()]
+
+    return {
+        "observation": {
+            "shape": list(obs.shape),
+            "low": floats(obs.low),
+            "high": floats(obs.high),
+            "mean": floats(obs.mean),
+            "var": floats(obs.var),
+            "clip": obs.clip,
+            "eps": obs.eps,
+            "names": list(obs.names),
+        },
+        "action": {"n": act.n, "names": list(act.names), "safe": act.safe},
+    }
+
+
+def _model_files(policy: Policy, formats: list[str], golden_obs: np.ndarray, golden_actions: np.ndarray) -> dict:
+    files = {}
+    for fmt in formats:
+        if fmt == "onnx":
+            from export.onnx_graph import to_onnx
+
+            files[FORMAT_FILES[fmt]] = to_onnx(policy)
+        elif fmt == "tflite":
+            from export.tflite_model import to_tflite
+
+            files[FORMAT_FILES[fmt]] = to_tflite(policy)
+        else:
+            from export.c_header import to_c_header
+
+            files[FORMAT_FILES[fmt]] = to_c_header(policy, golden_obs, golden_actions).encode("ascii")
+    return files
+
+
+def export_bundle(
+    policy: Policy,
+    out: str | Path,
+    formats: list[str],
+    golden_states: np.ndarray,
+    verify_states: np.ndarray | None = None,
+    bundle_version: int | None = None,
+    sign_key: str | Path | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Write and verify a bundle at `out` (which must not exist or be empty); returns it and the verification."""
+    unknown = sorted(set(formats) - set(FORMAT_FILES))
+    if unknown or not formats:
+        raise BadInput(f"unknown export format(s) {unknown}; choose from {', '.join(FORMAT_FILES)}")
+    golden_states = np.asarray(golden_states, np.float32)
+    if len(golden_states) < MIN_GOLDEN:
+        raise BadInput(f"need at least {MIN_GOLDEN} golden observations, got {len(golden_states)}")
+    golden_q = policy.q_values(golden_states)
+    signer = None
+    if sign_key is not None:
+        from edge_rl.signing import signer as make_signer
+
+        signer = make_signer(sign_key)
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        raise BadInput(f"output {out} exists and is not an empty directory; choose a new path")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / STAGING
+    moved: list[Path] = []
+    try:
+        staging.mkdir()
+        policy.save(staging)
+        files = {name: (staging / name).read_bytes() for name in ("policy.json", "policy.safetensors")}
+        files.update(_model_files(policy, formats, golden_states, golden_q.argmax(axis=1)))
+        card = model_card(policy)
+        manifest = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "bundle_version": int(bundle_version if bundle_version is not None else time.time()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "precision": precision(policy),
+            "formats": list(formats),
+            **_spec_json(policy),
+            "card": {k: card[k] for k in CARD_KEYS},
+            "provenance": {
+                "env_id": policy.metadata.get("env_id"),
+                "env_kwargs": policy.metadata.get("env_kwargs"),
+                "seed": policy.metadata.get("seed"),
+                "git_commit": _git_commit(),
+                "versions": _versions(),
+                **(provenance or {}),
+            },
+            "golden": {
+                "observations": golden_states.astype(np.float64).tolist(),
+                "q_values": golden_q.astype(np.float64).tolist(),
+                "actions": golden_q.argmax(axis=1).tolist(),
+            },
+        }
+        write_files(staging, files, manifest, signer)
+        report = verify_bundle(open_bundle(staging), states=verify_states)
+        if not report["passed"]:
+            failed = [n for n, r in report["backends"].items() if not r["passed"]]
+            raise BundleError(f"export verification failed for {', '.join(failed)}", ExitCode.FAILURE)
+        for name in [*files, MANIFEST, *([SIGNATURE] if signer else []), CHECKSUM]:
+            os.replace(staging / name, out / name)
+            moved.append(out / name)
+        staging.rmdir()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in moved:
+            path.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out, report
