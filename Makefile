@@ -37,6 +37,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dqn_vs_sb3.py
 	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

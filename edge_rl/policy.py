@@ -115,17 +115,19 @@ class ObservationSpec:
         everywhere, before any backend sees the values.
         """
         x = np.asarray(obs, dtype=np.float32)
-        single = x.shape == self.shape
-        if not single and (x.ndim != len(self.shape) + 1 or x.shape[1:] != self.shape):
+        if x.shape == self.shape:  # the control loop's case: one observation, checked in ~0.7 us
+            flat = x.reshape(1, self._size)
+            # x.x is inf or NaN exactly when an element is (or beyond ~1e19, which no sensor means)
+            if math.isfinite(float(x.dot(x) if x.ndim == 1 else flat[0].dot(flat[0]))):
+                return flat, True
+        elif x.ndim != len(self.shape) + 1 or x.shape[1:] != self.shape:
             raise ObservationError(f"observation shape {x.shape} does not match the policy's {self.shape}")
-        flat = x.reshape(1 if single else x.shape[0], self.size)
-        # one observation per control step: x.x is inf or NaN exactly when some element is (or
-        # beyond ~1e19, which no sensor means), at a quarter of np.isfinite's cost
-        if not (math.isfinite(float(flat[0].dot(flat[0]))) if single else np.isfinite(flat).all()):
-            if np.isfinite(flat).all():
-                raise ObservationError("observation magnitude beyond 1e19")
+        flat = x.reshape(-1, self._size)
+        if not np.isfinite(flat).all():
             raise ObservationError("observation contains NaN or infinity")
-        return flat, single
+        if flat.shape[0] == 1 and x.shape == self.shape:
+            raise ObservationError("observation magnitude beyond 1e19")
+        return flat, False
 
     @classmethod
     def unnormalized(cls, low: np.ndarray, high: np.ndarray, names: tuple[str, ...] = ()) -> ObservationSpec:

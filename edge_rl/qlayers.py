@@ -194,8 +194,10 @@ def fwht(x: np.ndarray) -> np.ndarray:
     h = 1
     while h < n:
         pairs = x.reshape(rows, n // (2 * h), 2, h)
-        low, high = pairs[:, :, :1], pairs[:, :, 1:]
-        x = np.concatenate([low + high, low - high], axis=2).reshape(rows, n)
+        out = np.empty_like(pairs)
+        np.add(pairs[:, :, 0], pairs[:, :, 1], out=out[:, :, 0])
+        np.subtract(pairs[:, :, 0], pairs[:, :, 1], out=out[:, :, 1])
+        x = out.reshape(rows, n)
         h *= 2
     return x
 

@@ -1,4 +1,4 @@
-"""End-to-end demo on the embedded defaults: train, evaluate, compare with baselines, compress.
+"""End-to-end demo on the embedded defaults: train, evaluate, compare with baselines, compress, export.
 
     python examples/demo.py            # CartPole-v1 and AntiJam-v0 (sweeping jammer), ~1-2 min
     python examples/demo.py --all      # also Hover-v0 and LineFollow-v0, a few minutes more
@@ -69,6 +69,24 @@ def compress(teacher: Path, out: Path) -> None:
     edge_rl(["card", str(out), "--reference", str(teacher), "--episodes", str(EPISODES)])
 
 
+def export(student: Path, out: Path) -> None:
+    """Export the int8 student to a signed, verified bundle (ONNX, TFLite, C header) and verify it again."""
+    import shutil
+
+    print(f"\n== export {student} -> signed bundle {out}", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    key = out.parent / "demo-key"
+    if not key.exists():
+        edge_rl(["keygen", "--out", str(key)])
+    code = edge_rl(["export", str(student), "--out", str(out), "--sign", str(key)])
+    if code:
+        raise SystemExit(code)
+    print(f"\n== verify {out} with the pinned public key, as a device would", flush=True)
+    code = edge_rl(["verify", str(out), "--public-key", f"{key}.pub"])
+    if code:
+        raise SystemExit(code)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="also train Hover-v0 and LineFollow-v0")
@@ -78,6 +96,7 @@ def main() -> None:
     for env_id, kwargs, steps in TASKS + (MORE_TASKS if args.all else []):
         rows += run_task(env_id, kwargs, steps, args.out / env_id.split("/")[-1])
     compress(args.out / "AntiJam-v0", args.out / "AntiJam-v0-int8")
+    export(args.out / "AntiJam-v0-int8", args.out / "AntiJam-v0-int8-bundle")
     print(f"\n== results: greedy, {EPISODES} episodes on seeds {EVAL_SEED}..{EVAL_SEED + EPISODES - 1}")
     print_table(
         ["task", "policy", "mean return", "success rate", "best success rate"],

@@ -156,6 +156,7 @@ def int8_policy_dir(tmp_path_factory) -> Path:
 def keys(tmp_path_factory) -> tuple[Path, Path]:
     key = tmp_path_factory.mktemp("keys") / "key"
     assert main(["keygen", "--out", str(key)]) == 0
+    assert key.stat().st_mode & 0o777 == 0o600  # the private key is readable by its owner only
     return key, key.with_name("key.pub")
 
 
