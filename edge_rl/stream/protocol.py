@@ -1,0 +1,96 @@
+"""Run a streaming learner in a Gymnasium env, one step at a time, as the daemon will on a device.
+
+`stream_cartpole` is the reference protocol of stream Q(lambda) on CartPole-v1: episodes capped
+at 10,000 steps (truncation is terminal), a time feature t / 10,000 - 0.5 appended after
+normalisation and left raw (`raw_tail=1`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_rl.gymenv import make_env
+
+CARTPOLE_LIMIT = 10_000
+
+
+@dataclass
+class StreamRun:
+    """Per finished episode: return, length, the global step it ended on, and info['success'] if any."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    end_steps: list[int] = field(default_factory=list)
+    successes: list[float] = field(default_factory=list)
+
+    def window_mean(self, start: int, end: int) -> float:
+        """Mean return of the episodes that ended in [start, end) steps (NaN if none did)."""
+        values = [r for r, s in zip(self.returns, self.end_steps, strict=True) if start <= s < end]
+        return float(np.mean(values)) if values else float("nan")
+
+
+def run_stream(
+    learner: Any,
+    env_id: str,
+    steps: int,
+    seed: int,
+    env_kwargs: dict[str, Any] | None = None,
+    time_limit: int | None = None,
+    time_feature: bool = False,
+    on_step: Callable[[int, Any], None] | None = None,
+    learn: bool = True,
+) -> StreamRun:
+    """`steps` act/observe steps of `learner` (anything with act and observe) in a fresh env.
+
+    With `time_feature`, t / time_limit - 0.5 is appended to each observation (t = steps since
+    reset). `learn=False` runs the same loop with the learner frozen (its `act` still explores
+    as scheduled unless it is a plain policy). `on_step(step, learner)` runs after each step.
+    """
+    import gymnasium as gym
+
+    env = (
+        gym.make(env_id, max_episode_steps=time_limit, **(env_kwargs or {}))
+        if time_limit
+        else make_env(env_id, env_kwargs)
+    )
+    limit = time_limit or 1
+
+    def featured(obs: np.ndarray, t: int) -> np.ndarray:
+        obs = np.asarray(obs, np.float64).ravel()
+        return np.append(obs, t / limit - 0.5) if time_feature else obs
+
+    run = StreamRun()
+    obs, _ = env.reset(seed=seed)
+    t, ret = 0, 0.0
+    x = featured(obs, t)
+    for step in range(steps):
+        action = learner.act(x)
+        obs, reward, terminated, truncated, info = env.step(action)
+        t += 1
+        ret += float(reward)
+        next_x = featured(obs, t)
+        if learn:
+            learner.observe(float(reward), next_x, terminated, truncated)
+        if terminated or truncated:
+            run.returns.append(ret)
+            run.lengths.append(t)
+            run.end_steps.append(step + 1)
+            if "success" in info:
+                run.successes.append(float(info["success"]))
+            obs, _ = env.reset()
+            t, ret = 0, 0.0
+            next_x = featured(obs, t)
+        x = next_x
+        if on_step is not None:
+            on_step(step, learner)
+    env.close()
+    return run
+
+
+def stream_cartpole(learner: Any, steps: int, seed: int, **kwargs: Any) -> StreamRun:
+    """The reference protocol: CartPole-v1, limit 10,000, raw time feature."""
+    return run_stream(learner, "CartPole-v1", steps, seed, time_limit=CARTPOLE_LIMIT, time_feature=True, **kwargs)
