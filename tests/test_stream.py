@@ -21,12 +21,13 @@ def flat(tensors) -> np.ndarray:
 def test_sparse_init_zeroes_ceil_ninety_percent_per_unit() -> None:
     learner = StreamQ(5, 2, hidden=(32, 32), seed=3)
     net = learner.net
-    for spec, w, b in zip(net.specs, net.weights, net.biases, strict=True):
+    for i, spec in enumerate(net.specs):
+        w, b = net.weight(i), net.bias(i)
         zeros = math.ceil(0.9 * spec.n_in)
         assert ((w == 0).sum(axis=1) == zeros).all()
         assert np.abs(w).max() <= 1 / math.sqrt(spec.n_in)
         assert (b == 0).all()
-    assert (net.weights[0] == 0).all()  # CartPole's first layer: ceil(4.5) = 5 = fan_in
+    assert (net.weight(0) == 0).all()  # CartPole's first layer: ceil(4.5) = 5 = fan_in
     q, _ = net.forward(np.random.default_rng(0).normal(size=5).astype(np.float32))
     assert (q == 0).all()
 
@@ -55,7 +56,7 @@ def test_normaliser_and_reward_scaler_match_prefix_statistics() -> None:
 def synced_pair(seed: int) -> tuple[StreamQ, TorchStreamQ]:
     oracle = TorchStreamQ(5, 2, raw_tail=1, seed=seed)
     learner = StreamQ(5, 2, raw_tail=1, seed=seed)
-    learner.net.theta[:] = flat(oracle.net.parameters())
+    learner.net.load_torch_order(flat(oracle.net.parameters()))
     return learner, oracle
 
 
@@ -64,7 +65,7 @@ def test_action_streams_are_identical() -> None:
     with torch.no_grad():
         for linear in oracle.net.linears:  # random weights instead of sparse zeros, so greedy actions vary
             linear.weight.normal_()
-    learner.net.theta[:] = flat(oracle.net.parameters())
+    learner.net.load_torch_order(flat(oracle.net.parameters()))
     rng = np.random.default_rng(0)
     streams = ([], [])
     for _ in range(3000):
@@ -96,8 +97,8 @@ def test_teacher_forced_one_step_updates_match_the_torch_oracle() -> None:
     learner = StreamQ(5, 2, raw_tail=1, seed=0)
     checked = exempt = 0
     for r in records:
-        learner.net.theta[:] = flat(r["theta"])
-        learner.trace[:] = flat(r["trace"])
+        learner.net.load_torch_order(flat(r["theta"]))
+        learner.net.load_torch_order(flat(r["trace"]), learner.trace)
         state = r["state"].numpy()
         if near_kink(learner, state):
             exempt += 1
@@ -105,13 +106,14 @@ def test_teacher_forced_one_step_updates_match_the_torch_oracle() -> None:
         q, cache = learner.net.forward(state)
         got = td_update(learner, q, cache, r["action"], r["reward"], r["next_state"].numpy(), r["done"], r["nongreedy"])
         want_theta = flat(r["theta_after"])
-        err = np.abs(learner.net.theta - want_theta)
+        err = np.abs(learner.net.torch_order() - want_theta)
         assert (err <= np.maximum(2e-6, 1e-5 * np.abs(want_theta))).all(), err.max()
         assert abs(got["delta"] - r["delta"]) <= 1e-5
         assert abs(got["alpha"] - r["alpha"]) <= 1e-5 * r["alpha"]
         assert (learner.trace == 0).all() == (r["done"] or r["nongreedy"])
         want_trace = flat(r["trace_after"])  # gradients through LayerNorm reach ~1e2: compare at their scale
-        np.testing.assert_allclose(learner.trace, want_trace, atol=1e-5 * max(1.0, np.abs(want_trace).max()))
+        got_trace = learner.net.torch_order(learner.trace)
+        np.testing.assert_allclose(got_trace, want_trace, atol=1e-5 * max(1.0, np.abs(want_trace).max()))
         checked += 1
     assert checked >= 150 and exempt <= 2
 

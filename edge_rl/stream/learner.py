@@ -13,6 +13,7 @@ API contract: every raw observation enters the normaliser exactly once. `observe
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -35,14 +36,14 @@ def td_update(
     """One stream Q(lambda) update of `learner.net` and `learner.trace` from a scaled transition.
 
     `q`, `cache` are the act-time forward of the state; delta in float64 with pre-update
-    parameters; the trace is stored unscaled; |z|_1 summed per tensor in float32, in float64 overall.
+    parameters; the trace is stored unscaled; |z|_1 accumulated in float64.
     """
     net, trace = learner.net, learner.trace
     target = reward if done else reward + learner.gamma * float(net.forward(next_state)[0].max())
     delta = target - float(q[action])
     trace *= np.float32(learner.gamma * learner.lam)
-    trace += net.grad(cache, action)
-    z_norm = sum(float(np.abs(trace[w]).sum()) + float(np.abs(trace[b]).sum()) for w, b in net.slices)
+    net.add_grad(cache, action, learner.trace_blocks)
+    z_norm = float(np.abs(trace).sum(dtype=np.float64))
     alpha = learner.lr / max(1.0, learner.lr * learner.kappa * max(abs(delta), 1.0) * z_norm)
     net.theta += np.float32(alpha * delta) * trace
     if done or nongreedy:
@@ -81,6 +82,7 @@ class StreamQ:
             net.sparse_init(np.random.default_rng(seed), sparsity)
         self.net = net
         self.trace = np.zeros_like(net.theta)
+        self.trace_blocks = net.views(self.trace)
         self.normalizer = ObservationNormalizer(obs_dim, raw_tail)
         self.rewards = RewardScaler(gamma)
         self.rng = np.random.RandomState(seed)  # action draws only: one uniform per step, one integer when exploring
@@ -101,14 +103,14 @@ class StreamQ:
         x = np.asarray(obs, np.float64).ravel()
         if x.shape != (self.obs_dim,):
             raise BadInput(f"observation has {x.size} features, the learner takes {self.obs_dim}")
-        if not np.isfinite(x).all():
+        if not math.isfinite(float(np.dot(x, x))):  # inf/NaN in x (or |x| > 1e154) make x.x non-finite
             raise BadInput("observation contains NaN or infinity")
         return x
 
     def act(self, obs: np.ndarray) -> int:
         """Epsilon-greedy action for `obs`; remembers the act-time forward for the next `observe`."""
         x = self._check(obs)
-        if self._state is None or not np.array_equal(x, self._raw):
+        if self._state is None or not (x == self._raw).all():
             self._state, self._raw = self.normalizer(x), x
         self.steps += 1
         q, cache = self.net.forward(self._state)
@@ -152,7 +154,7 @@ class StreamQ:
         """Arrays plus JSON-able scalars; `from_state_dict` continues bit for bit (between steps)."""
         if self._pending is not None:
             raise BadInput("state_dict() between act() and observe(): save after observe")
-        kind, keys, pos, has_gauss, gauss = self.rng.get_state()
+        _, keys, pos, has_gauss, gauss = self.rng.get_state()
         specs = [[s.n_in, s.n_out, s.layernorm, s.activation] for s in self.net.specs]
         scalars = {
             "obs_dim": self.obs_dim,

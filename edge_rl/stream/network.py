@@ -6,18 +6,25 @@ LayerNorm, so both are per-layer options. The backward pass computes the gradien
 Q-value (the action taken) with respect to every parameter, reusing the act-time forward.
 LeakyReLU's derivative at exactly 0 is the slope (0.01): the sparse-initialised CartPole first
 layer starts all zero and learns only through it.
+
+Layout: each layer is one row-major block [W | b] of shape (n_out, n_in + 1) in `theta`, and
+every layer input carries a trailing 1, so a layer is one matrix-vector product and its
+gradient one outer product: this runs twice (forward) and once (backward) per control step,
+where the cost is the number of numpy calls, not arithmetic. `torch_order` converts to the
+(W, b, W, b, ...) order of a torch module's parameters.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
-LN_EPS = np.float32(1e-5)
 SLOPE = np.float32(0.01)
 ACTIVATIONS = ("leaky_relu", "relu", "tanh")
+_sum = np.add.reduce  # ndarray.sum goes through a Python wrapper: ~1 us per call on the hot path
 
 
 @dataclass(frozen=True)
@@ -31,26 +38,15 @@ class LayerSpec:
 
 
 class StreamNet:
-    """Parameters live in `theta` (float32); `weights[i]`, `biases[i]` are views into it."""
+    """Parameters live in `theta` (float32); `blocks[i]` is layer i's [W | b] view into it."""
 
     def __init__(self, specs: list[LayerSpec]) -> None:
         for s in specs[:-1]:
             if s.activation not in ACTIVATIONS:
                 raise ValueError(f"unknown activation {s.activation!r}")
         self.specs = specs
-        sizes = [s.n_out * s.n_in + s.n_out for s in specs]
-        self.theta = np.zeros(sum(sizes), np.float32)
-        self.slices: list[tuple[slice, slice]] = []
-        self.weights: list[np.ndarray] = []
-        self.biases: list[np.ndarray] = []
-        offset = 0
-        for s in specs:
-            w = slice(offset, offset + s.n_out * s.n_in)
-            b = slice(w.stop, w.stop + s.n_out)
-            self.slices.append((w, b))
-            self.weights.append(self.theta[w].reshape(s.n_out, s.n_in))
-            self.biases.append(self.theta[b])
-            offset = b.stop
+        self.theta = np.zeros(sum(s.n_out * (s.n_in + 1) for s in specs), np.float32)
+        self.blocks = self.views(self.theta)
 
     @classmethod
     def mlp(cls, sizes: list[int], layernorm: bool = True, activation: str = "leaky_relu") -> StreamNet:
@@ -58,63 +54,103 @@ class StreamNet:
         return cls(
             [
                 LayerSpec(a, b, layernorm and i < last, activation if i < last else None)
-                for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+                for i, (a, b) in enumerate(pairwise(sizes))
             ]
         )
 
+    def views(self, flat: np.ndarray) -> list[np.ndarray]:
+        """(n_out, n_in + 1) [W | b] views of a flat array laid out like `theta` (e.g. the trace)."""
+        out, offset = [], 0
+        for s in self.specs:
+            size = s.n_out * (s.n_in + 1)
+            out.append(flat[offset : offset + size].reshape(s.n_out, s.n_in + 1))
+            offset += size
+        return out
+
+    def weight(self, i: int) -> np.ndarray:
+        return self.blocks[i][:, :-1]
+
+    def bias(self, i: int) -> np.ndarray:
+        return self.blocks[i][:, -1]
+
+    def torch_order(self, flat: np.ndarray | None = None) -> np.ndarray:
+        """`flat` (default theta) as W0, b0, W1, b1, ... concatenated, the order of torch parameters."""
+        blocks = self.blocks if flat is None else self.views(flat)
+        return np.concatenate([part for b in blocks for part in (b[:, :-1].ravel(), b[:, -1])])
+
+    def load_torch_order(self, values: np.ndarray, flat: np.ndarray | None = None) -> None:
+        """The inverse of `torch_order`: write W0, b0, W1, b1, ... into `flat` (default theta)."""
+        offset = 0
+        for s, block in zip(self.specs, self.blocks if flat is None else self.views(flat), strict=True):
+            block[:, :-1] = values[offset : offset + s.n_out * s.n_in].reshape(s.n_out, s.n_in)
+            offset += s.n_out * s.n_in
+            block[:, -1] = values[offset : offset + s.n_out]
+            offset += s.n_out
+
     def sparse_init(self, rng: np.random.Generator, sparsity: float = 0.9) -> None:
         """U(+-1/sqrt(fan_in)) weights with exactly ceil(sparsity * fan_in) zeros per unit; zero biases."""
-        for s, w, b in zip(self.specs, self.weights, self.biases, strict=True):
+        for i, s in enumerate(self.specs):
             bound = 1.0 / math.sqrt(s.n_in)
-            w[:] = rng.uniform(-bound, bound, size=w.shape)
+            w = rng.uniform(-bound, bound, size=(s.n_out, s.n_in))
             zeros = math.ceil(sparsity * s.n_in)
             for row in w:
                 row[rng.permutation(s.n_in)[:zeros]] = 0.0
-            b[:] = 0.0
+            self.blocks[i][:, :-1] = w
+            self.blocks[i][:, -1] = 0.0
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list]:
-        """Q-values of one normalised observation (float32) and the cache the backward pass needs."""
+        """Q-values of one normalised observation (float32) and the cache the backward pass needs.
+
+        The cache holds each layer's input (with its trailing 1), its post-LayerNorm values and
+        1/sigma. Scalar arithmetic runs on Python floats, which is cheaper than numpy scalars.
+        """
         cache = []
-        h = x
-        for s, w, b in zip(self.specs, self.weights, self.biases, strict=True):
-            z = w @ h + b
+        h = np.empty(len(x) + 1, np.float32)
+        h[:-1] = x
+        h[-1] = 1.0
+        for s, block in zip(self.specs, self.blocks, strict=True):
+            z = np.dot(block, h)
             if s.activation is None:
                 cache.append((h, None, None))
                 return z, cache
             inv = None
             if s.layernorm:
-                c = z - z.mean()
-                inv = np.float32(1.0) / np.sqrt((c * c).mean() + LN_EPS)
-                z = c * inv
+                z -= float(_sum(z)) / s.n_out
+                inv = 1.0 / math.sqrt(float(np.dot(z, z)) / s.n_out + 1e-5)
+                z *= inv
             cache.append((h, z, inv))
+            h = np.empty(s.n_out + 1, np.float32)
+            h[-1] = 1.0
             if s.activation == "leaky_relu":
-                h = np.where(z > 0, z, z * SLOPE)
+                np.maximum(z, z * SLOPE, out=h[:-1])  # = LeakyReLU for a slope below 1
             elif s.activation == "relu":
-                h = np.maximum(z, np.float32(0))
+                np.maximum(z, np.float32(0), out=h[:-1])
             else:
-                h = np.tanh(z)
+                np.tanh(z, out=h[:-1])
         raise AssertionError("the last layer is the Q head")
 
-    def grad(self, cache: list, action: int) -> np.ndarray:
-        """d Q[action] / d theta, flat float32, from a `forward` cache."""
-        g = np.zeros_like(self.theta)
-        h_last = cache[-1][0]
-        w_slice, b_slice = self.slices[-1]
-        n_in = self.specs[-1].n_in
-        g[w_slice][action * n_in : (action + 1) * n_in] = h_last
-        g[b_slice][action] = 1.0
-        gh = self.weights[-1][action].copy()
+    def add_grad(self, cache: list, action: int, out: list[np.ndarray]) -> None:
+        """Add d Q[action] / d theta to `out` (block views from `views`), from a `forward` cache."""
+        out[-1][action] += cache[-1][0]
+        gh = self.blocks[-1][action, :-1]
         for i in range(len(self.specs) - 2, -1, -1):
             s, (h, y, inv) = self.specs[i], cache[i]
-            if s.activation == "leaky_relu":
-                gy = np.where(y > 0, gh, gh * SLOPE)
+            if s.activation == "leaky_relu":  # derivative 1 above 0, the slope at and below 0
+                gy = gh * np.maximum(np.sign(y), SLOPE)
             elif s.activation == "relu":
-                gy = np.where(y > 0, gh, np.float32(0))
+                gy = gh * (y > 0)
             else:
                 gy = gh * (np.float32(1) - np.tanh(y) ** 2)
-            gz = inv * (gy - gy.mean() - y * (gy * y).mean()) if s.layernorm else gy
-            w_slice, b_slice = self.slices[i]
-            g[w_slice] = np.outer(gz, h).ravel()
-            g[b_slice] = gz
-            gh = self.weights[i].T @ gz
+            if s.layernorm:
+                gy -= float(_sum(gy)) / s.n_out
+                gy -= y * np.float32(float(np.dot(gy, y)) / s.n_out)
+                gy *= inv
+            out[i] += gy[:, None] * h
+            if i:
+                gh = np.dot(gy, self.blocks[i][:, :-1])
+
+    def grad(self, cache: list, action: int) -> np.ndarray:
+        """d Q[action] / d theta as a new flat float32 array (theta's layout)."""
+        g = np.zeros_like(self.theta)
+        self.add_grad(cache, action, self.views(g))
         return g

@@ -43,11 +43,14 @@ class ObservationNormalizer:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Count `obs` once and return it normalised (float32)."""
         x = np.asarray(obs, np.float64).ravel()
-        head = x[: self.size - self.raw_tail]
+        n = self.size - self.raw_tail
+        head = x[:n] if self.raw_tail else x
         self.stats.update(head)
+        if not self.raw_tail:
+            return ((head - self.stats.mean) / np.sqrt(self.stats.var + EPS)).astype(np.float32)
         out = np.empty(self.size, np.float32)
-        out[: len(head)] = (head - self.stats.mean) / np.sqrt(self.stats.var + EPS)
-        out[len(head) :] = x[len(head) :]
+        out[:n] = (head - self.stats.mean) / np.sqrt(self.stats.var + EPS)
+        out[n:] = x[n:]
         return out
 
 

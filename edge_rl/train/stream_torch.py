@@ -9,6 +9,7 @@ exploring, from `RandomState(seed)`); the network, its gradients and the update 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ class TorchStreamNet(nn.Module):
 
     def __init__(self, sizes: list[int]) -> None:
         super().__init__()
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
 
     def sparse_init(self, generator: torch.Generator, sparsity: float = 0.9) -> None:
         with torch.no_grad():

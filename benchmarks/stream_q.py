@@ -1,0 +1,126 @@
+"""Stream Q(lambda) per-step cost: the numpy learner against the torch implementation of the same spec.
+
+CartPole-v1 under the reference protocol (limit 10,000, raw time feature), 5->32->32->2 network,
+same seeds, one thread, each learner in its own process (so peak RSS is its own): per-step
+act+observe microseconds (median, p99; env.step excluded), steps/s including the env, peak RSS
+(VmHWM), and for numpy the RSS every 100k steps over a long run to show memory stays flat.
+
+    python benchmarks/stream_q.py                       # 20k steps x seeds 0-2 each, 1M-step memory run
+    python benchmarks/stream_q.py --steps 5000 --long 200000
+
+Writes benchmarks/results/stream_q.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+WORKER = r"""
+import json, sys, time
+sys.path.insert(0, {root!r})
+import numpy as np
+
+def rss_mb(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+
+if {impl!r} == "torch":
+    from edge_rl.train.stream_torch import TorchStreamQ as Learner
+else:
+    from edge_rl.stream import StreamQ as Learner
+from edge_rl.stream.protocol import CARTPOLE_LIMIT
+import gymnasium as gym
+
+learner = Learner(5, 2, raw_tail=1, seed={seed})
+env = gym.make("CartPole-v1", max_episode_steps=CARTPOLE_LIMIT)
+obs, _ = env.reset(seed={seed})
+t = 0
+x = np.append(obs, -0.5)
+times, rss = [], []
+start = time.perf_counter()
+for step in range({steps}):
+    t0 = time.perf_counter()
+    action = learner.act(x)
+    t1 = time.perf_counter()
+    obs, reward, terminated, truncated, _ = env.step(action)
+    t += 1
+    nx = np.append(obs, t / CARTPOLE_LIMIT - 0.5)
+    t2 = time.perf_counter()
+    learner.observe(float(reward), nx, terminated, truncated)
+    t3 = time.perf_counter()
+    times.append((t1 - t0) + (t3 - t2))
+    if terminated or truncated:
+        obs, _ = env.reset()
+        t = 0
+        nx = np.append(obs, -0.5)
+    x = nx
+    if (step + 1) % {every} == 0:
+        rss.append(rss_mb("VmRSS:"))
+wall = time.perf_counter() - start
+times.sort()
+print(json.dumps({{"median_us": times[len(times) // 2] * 1e6, "p99_us": times[int(0.99 * len(times))] * 1e6,
+                  "steps_per_s": {steps} / wall, "peak_rss_mb": rss_mb("VmHWM:"), "rss_mb": rss,
+                  "torch_imported": "torch" in sys.modules}}))
+"""
+
+
+def run(impl: str, seed: int, steps: int, every: int) -> dict:
+    code = WORKER.format(root=str(ROOT), impl=impl, seed=seed, steps=steps, every=every)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=7200)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20_000, help="steps per timed run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--long", type=int, default=1_000_000, help="steps of the numpy memory run (0: skip)")
+    args = parser.parse_args()
+    from edge_rl.table import print_table
+
+    rows = []
+    for seed in args.seeds:  # alternate the two learners per seed: drift on this machine hits both alike
+        for impl in ("numpy", "torch"):
+            rows.append({"impl": impl, "seed": seed, **run(impl, seed, args.steps, args.steps)})
+    summary = {}
+    for impl in ("numpy", "torch"):
+        mine = [r for r in rows if r["impl"] == impl]
+        summary[impl] = {
+            k: statistics.median(r[k] for r in mine) for k in ("median_us", "p99_us", "steps_per_s", "peak_rss_mb")
+        }
+    ratio = summary["torch"]["median_us"] / summary["numpy"]["median_us"]
+    print_table(
+        ["learner", "act+learn median us", "p99 us", "steps/s (with env)", "peak RSS MB"],
+        [[k, v["median_us"], v["p99_us"], v["steps_per_s"], v["peak_rss_mb"]] for k, v in summary.items()],
+    )
+    print(f"numpy is {ratio:.1f}x faster per step than torch (median of per-seed medians, seeds {args.seeds})")
+    long_run = None
+    if args.long:
+        long_run = run("numpy", 0, args.long, 100_000)
+        print(
+            f"numpy learner, {args.long:,} steps: RSS every 100k steps {[round(m, 1) for m in long_run['rss_mb']]} MB"
+        )
+    out = RESULTS / "stream_q.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"steps": args.steps, "runs": rows, "summary": summary, "ratio": ratio, "long": long_run}, indent=1)
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
