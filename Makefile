@@ -38,6 +38,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/dqn_vs_sb3.py
 	$(BIN)/python benchmarks/compression.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/stream_q.py
+	$(BIN)/python benchmarks/stream_cartpole.py
+	$(BIN)/python benchmarks/adaptation.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -88,6 +88,26 @@ class Quantize(Layer):
 
 
 @dataclass(eq=False)
+class Dequantize(Layer):
+    """int8 codes -> float (x - zp) * scale: lets a float layer (an adapted Q head) read an int8 body."""
+
+    scale: float
+    zero_point: int = 0
+    kind: ClassVar[str] = "dequantize"
+    input_kind: ClassVar[str] = "int8"
+
+    def __post_init__(self) -> None:
+        self.scale = _check_scale("dequantize scale", self.scale)
+        self.zero_point = _check_zero_point(self.zero_point)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return (x.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)
+
+    def config(self) -> dict[str, Any]:
+        return {"scale": self.scale, "zero_point": self.zero_point}
+
+
+@dataclass(eq=False)
 class DenseInt8(Layer):
     """Integer dense layer; `output_scale=None` makes it a float (dequantized) output head.
 

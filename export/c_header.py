@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_rl.layers import Activation, Dense, DuelingSum, Layer, LayerNorm
 from edge_rl.policy import Policy
-from edge_rl.qlayers import BINARY_SCALE, DenseBinary, DenseInt8, Quantize, reciprocal, unpack_signs
+from edge_rl.qlayers import BINARY_SCALE, DenseBinary, DenseInt8, Dequantize, Quantize, reciprocal, unpack_signs
 from export.onnx_graph import ExportError
 
 PER_LINE = 8
@@ -81,6 +81,9 @@ class _Emitter:
                 f"for (k = 0; k < {width}; ++k) {out}[k] = edge_rl_sat8(rintf({src}[k] * {inv}) + "
                 f"{_f(layer.zero_point)}, -128.0f);"
             )
+        elif isinstance(layer, Dequantize):
+            zp, scale = _f(layer.zero_point), _f(layer.scale)
+            c.append(f"for (k = 0; k < {width}; ++k) {out}[k] = ((float){src}[k] - {zp}) * {scale};")
         elif isinstance(layer, DenseInt8):
             self._dense_int8(p, layer, src, out)
         elif isinstance(layer, DenseBinary):

@@ -23,7 +23,7 @@ import numpy as np
 from edge_rl.errors import BadInput
 from edge_rl.layers import Activation, Dense, DuelingSum, Layer, LayerNorm
 from edge_rl.policy import Policy
-from edge_rl.qlayers import BINARY_SCALE, INT8_MAX, INT8_MIN, DenseBinary, DenseInt8, Quantize, reciprocal
+from edge_rl.qlayers import BINARY_SCALE, INT8_MAX, INT8_MIN, DenseBinary, DenseInt8, Dequantize, Quantize, reciprocal
 
 OPSET = 17  # LayerNormalization; ORT >= 1.14
 IR_VERSION = 8
@@ -167,6 +167,9 @@ def _layer(g: _Graph, x: str, layer: Layer, width: int) -> str:
         return _activation(g, x, layer)
     if isinstance(layer, Quantize):
         return _quantize(g, x, layer)
+    if isinstance(layer, Dequantize):  # codes are carried as float32 already: exact
+        centred = g.op("Sub", [x, g.const("zp", np.float32(layer.zero_point))])
+        return g.op("Mul", [centred, g.const("scale", np.float32(layer.scale))], "dequantized")
     if isinstance(layer, DenseInt8):
         return _dense_int8(g, x, layer)
     if isinstance(layer, DenseBinary):

@@ -28,7 +28,7 @@ import numpy as np
 
 from edge_rl.layers import Activation, Dense, DuelingSum, Layer, LayerNorm
 from edge_rl.policy import Policy
-from edge_rl.qlayers import BINARY_SCALE, DenseBinary, DenseInt8, Quantize, reciprocal
+from edge_rl.qlayers import BINARY_SCALE, DenseBinary, DenseInt8, Dequantize, Quantize, reciprocal
 from export.onnx_graph import ExportError
 
 FLOAT32, INT32, INT64, BOOL, INT8 = 0, 2, 4, 6, 9
@@ -220,6 +220,14 @@ class _Writer:
         b.op("QUANTIZE", [b.binary("MUL", v, scalar("scale", layer.scale), shape)], [out], version=2)
         return out
 
+    def dequantize(self, x: int, layer: Dequantize, width: int) -> int:
+        """(codes - zp) * scale with CAST, SUB, MUL: the IR's float32 operations (DEQUANTIZE may fuse them)."""
+        b, shape = self.b, (1, width)
+        codes = b.tensor("codes", shape, FLOAT32)
+        b.op("CAST", [x], [codes])
+        centred = b.binary("SUB", codes, b.const("zp", np.array([layer.zero_point], np.float32)), shape)
+        return b.binary("MUL", centred, b.const("scale", np.array([layer.scale], np.float32)), shape)
+
     def dense_int8(self, x: int, layer: DenseInt8) -> int:
         b, out_width = self.b, layer.weight.shape[0]
         w_quant = (layer.weight_scale, np.zeros(out_width, np.int64), 0)
@@ -355,6 +363,8 @@ class _Writer:
             return self.activation(x, layer, width)
         if isinstance(layer, Quantize):
             return self.quantize(x, layer, width)
+        if isinstance(layer, Dequantize):
+            return self.dequantize(x, layer, width)
         if isinstance(layer, DenseInt8):
             return self.dense_int8(x, layer)
         if isinstance(layer, DenseBinary):

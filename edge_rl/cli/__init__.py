@@ -17,7 +17,7 @@ import edge_rl
 from edge_rl import __version__
 from edge_rl.errors import BadInput, ExitCode
 
-COMMANDS = ("train", "eval", "distill", "quantize", "card", "export", "verify", "keygen")
+COMMANDS = ("train", "eval", "distill", "quantize", "card", "export", "verify", "keygen", "adapt")
 
 
 class Parser(argparse.ArgumentParser):

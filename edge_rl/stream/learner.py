@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_rl.errors import BadInput
-from edge_rl.stream.network import StreamNet
+from edge_rl.stream.network import StreamNet, _sum
 from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler, Welford
 
 
@@ -38,14 +38,14 @@ def td_update(
     `q`, `cache` are the act-time forward of the state; delta in float64 with pre-update
     parameters; the trace is stored unscaled; |z|_1 accumulated in float64.
     """
-    net, trace = learner.net, learner.trace
-    target = reward if done else reward + learner.gamma * float(net.forward(next_state)[0].max())
+    net, trace, scratch = learner.net, learner.trace, learner.scratch
+    target = reward if done else reward + learner.gamma * float(np.max(net.forward(next_state, slot=1)[0]))
     delta = target - float(q[action])
     trace *= np.float32(learner.gamma * learner.lam)
     net.add_grad(cache, action, learner.trace_blocks)
-    z_norm = float(np.abs(trace).sum(dtype=np.float64))
+    z_norm = float(_sum(np.abs(trace, out=scratch), dtype=np.float64))
     alpha = learner.lr / max(1.0, learner.lr * learner.kappa * max(abs(delta), 1.0) * z_norm)
-    net.theta += np.float32(alpha * delta) * trace
+    net.theta += np.multiply(trace, np.float32(alpha * delta), out=scratch)
     if done or nongreedy:
         trace[:] = 0.0
     return {"delta": delta, "alpha": alpha, "trace_l1": z_norm}
@@ -70,25 +70,28 @@ class StreamQ:
         seed: int = 0,
         sparsity: float = 0.9,
         net: StreamNet | None = None,
+        scale_rewards: bool = True,
     ) -> None:
         if not (0 <= raw_tail <= obs_dim and n_actions >= 1 and obs_dim >= 1 and eps_decay_steps >= 1):
             raise BadInput("StreamQ needs obs_dim >= 1, n_actions >= 1, 0 <= raw_tail <= obs_dim, eps_decay_steps >= 1")
         self.obs_dim, self.n_actions, self.hidden = obs_dim, n_actions, tuple(hidden)
         self.gamma, self.lam, self.kappa, self.lr = gamma, lam, kappa, lr
         self.eps_start, self.eps_end, self.eps_decay_steps = eps_start, eps_end, eps_decay_steps
-        self.raw_tail, self.seed, self.sparsity = raw_tail, seed, sparsity
+        self.raw_tail, self.seed, self.sparsity, self.scale_rewards = raw_tail, seed, sparsity, scale_rewards
         if net is None:
             net = StreamNet.mlp([obs_dim, *self.hidden, n_actions])
             net.sparse_init(np.random.default_rng(seed), sparsity)
         self.net = net
         self.trace = np.zeros_like(net.theta)
         self.trace_blocks = net.views(self.trace)
+        self.scratch = np.empty_like(net.theta)  # reused by every update: no allocation per step
         self.normalizer = ObservationNormalizer(obs_dim, raw_tail)
         self.rewards = RewardScaler(gamma)
         self.rng = np.random.RandomState(seed)  # action draws only: one uniform per step, one integer when exploring
         self.steps = 0
         self._state: np.ndarray | None = None  # normalised current observation, None at start / after an episode
         self._raw: np.ndarray | None = None  # the raw observation `_state` came from
+        self._given: object = None  # the object `observe` got it as: `act(next_obs)` is then an identity check
         self._pending: tuple[np.ndarray, list, int, bool] | None = None  # (q, cache, action, nongreedy)
         self.last: dict[str, float] = {}  # the last update's delta, alpha_eff, |z|_1: for telemetry and tests
 
@@ -109,8 +112,8 @@ class StreamQ:
 
     def act(self, obs: np.ndarray) -> int:
         """Epsilon-greedy action for `obs`; remembers the act-time forward for the next `observe`."""
-        x = self._check(obs)
-        if self._state is None or not (x == self._raw).all():
+        if self._state is None or (obs is not self._given and not (self._check(obs) == self._raw).all()):
+            x = self._check(obs)
             self._state, self._raw = self.normalizer(x), x
         self.steps += 1
         q, cache = self.net.forward(self._state)
@@ -128,7 +131,7 @@ class StreamQ:
         head = x[: self.obs_dim - self.raw_tail]
         stats = self.normalizer.stats
         normed = np.concatenate([(head - stats.mean) / np.sqrt(stats.var + 1e-8), x[len(head) :]]).astype(np.float32)
-        return self.net.forward(normed)[0]
+        return self.net.forward(normed, slot=2)[0]
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -143,9 +146,10 @@ class StreamQ:
         x = self._check(next_obs)
         done = bool(terminated or truncated)
         next_state = self.normalizer(x)
-        r = self.rewards(float(reward), done)
+        r = self.rewards(float(reward), done) if self.scale_rewards else float(reward)
         self.last = td_update(self, q, cache, action, r, next_state, done, nongreedy)
         self._state, self._raw = (None, None) if done else (next_state, x)
+        self._given = None if done else next_obs
         return self.last["delta"]
 
     # -- persistence ----------------------------------------------------------------------------
@@ -170,6 +174,7 @@ class StreamQ:
             "raw_tail": self.raw_tail,
             "seed": self.seed,
             "sparsity": self.sparsity,
+            "scale_rewards": self.scale_rewards,
             "steps": self.steps,
             "layers": specs,
             "obs_count": self.normalizer.stats.count,
@@ -203,7 +208,14 @@ class StreamQ:
             raise BadInput("learner state: parameter and trace sizes do not match the layers")
         net.theta[:] = a["theta"]
         keys = ("hidden", "gamma", "lam", "kappa", "lr", "eps_start", "eps_end", "eps_decay_steps", "raw_tail", "seed")
-        learner = cls(s["obs_dim"], s["n_actions"], net=net, sparsity=s["sparsity"], **{k: s[k] for k in keys})
+        learner = cls(
+            s["obs_dim"],
+            s["n_actions"],
+            net=net,
+            sparsity=s["sparsity"],
+            scale_rewards=s["scale_rewards"],
+            **{k: s[k] for k in keys},
+        )
         learner.hidden = tuple(s["hidden"])
         learner.trace[:] = a["trace"]
         learner.steps = int(s["steps"])
@@ -218,3 +230,18 @@ class StreamQ:
         if s["mid_episode"]:
             learner._state, learner._raw = a["state"].copy(), a["raw"].copy()
         return learner
+
+    # -- deployed policies ------------------------------------------------------------------------
+
+    @classmethod
+    def from_policy(cls, policy: Any, mode: str = "full", **kwargs: Any) -> StreamQ:
+        """A learner that starts from a deployed IR (fp32 or int8); see `edge_rl.stream.adapt`."""
+        from edge_rl.stream.adapt import from_policy
+
+        return from_policy(policy, mode, **kwargs)
+
+    def to_policy(self) -> Any:
+        """The current network as a policy IR (Dense / LayerNorm / activations), to quantize and export again."""
+        from edge_rl.stream.adapt import to_policy
+
+        return to_policy(self)

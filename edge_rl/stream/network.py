@@ -47,6 +47,8 @@ class StreamNet:
         self.specs = specs
         self.theta = np.zeros(sum(s.n_out * (s.n_in + 1) for s in specs), np.float32)
         self.blocks = self.views(self.theta)
+        self._weights = [block[:, :-1] for block in self.blocks]  # views, made once: slicing costs per step
+        self._buffers: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     @classmethod
     def mlp(cls, sizes: list[int], layernorm: bool = True, activation: str = "leaky_relu") -> StreamNet:
@@ -98,17 +100,19 @@ class StreamNet:
             self.blocks[i][:, :-1] = w
             self.blocks[i][:, -1] = 0.0
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list]:
+    def forward(self, x: np.ndarray, slot: int = 0) -> tuple[np.ndarray, list]:
         """Q-values of one normalised observation (float32) and the cache the backward pass needs.
 
         The cache holds each layer's input (with its trailing 1), its post-LayerNorm values and
-        1/sigma. Scalar arithmetic runs on Python floats, which is cheaper than numpy scalars.
+        1/sigma, in buffers preallocated per `slot`: the act-time forward (slot 0) must survive
+        the target forward (slot 1) until the update reads it. Scalar arithmetic runs on Python
+        floats, cheaper than numpy scalars.
         """
+        inputs = self._inputs(slot)
+        h, body = inputs[0]
+        body[:] = x
         cache = []
-        h = np.empty(len(x) + 1, np.float32)
-        h[:-1] = x
-        h[-1] = 1.0
-        for s, block in zip(self.specs, self.blocks, strict=True):
+        for i, (s, block) in enumerate(zip(self.specs, self.blocks, strict=True)):
             z = np.dot(block, h)
             if s.activation is None:
                 cache.append((h, None, None))
@@ -119,20 +123,31 @@ class StreamNet:
                 inv = 1.0 / math.sqrt(float(np.dot(z, z)) / s.n_out + 1e-5)
                 z *= inv
             cache.append((h, z, inv))
-            h = np.empty(s.n_out + 1, np.float32)
-            h[-1] = 1.0
+            h, body = inputs[i + 1]
             if s.activation == "leaky_relu":
-                np.maximum(z, z * SLOPE, out=h[:-1])  # = LeakyReLU for a slope below 1
+                np.maximum(z, z * SLOPE, out=body)  # = LeakyReLU for a slope below 1
             elif s.activation == "relu":
-                np.maximum(z, np.float32(0), out=h[:-1])
+                np.maximum(z, np.float32(0), out=body)
             else:
-                np.tanh(z, out=h[:-1])
+                np.tanh(z, out=body)
         raise AssertionError("the last layer is the Q head")
+
+    def _inputs(self, slot: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per-layer input buffers with the trailing 1 (and a view of the rest), created once per slot."""
+        buffers = self._buffers.get(slot)
+        if buffers is None:
+            buffers = []
+            for s in self.specs:
+                h = np.empty(s.n_in + 1, np.float32)
+                h[-1] = 1.0
+                buffers.append((h, h[:-1]))
+            self._buffers[slot] = buffers
+        return buffers
 
     def add_grad(self, cache: list, action: int, out: list[np.ndarray]) -> None:
         """Add d Q[action] / d theta to `out` (block views from `views`), from a `forward` cache."""
         out[-1][action] += cache[-1][0]
-        gh = self.blocks[-1][action, :-1]
+        gh = self._weights[-1][action]
         for i in range(len(self.specs) - 2, -1, -1):
             s, (h, y, inv) = self.specs[i], cache[i]
             if s.activation == "leaky_relu":  # derivative 1 above 0, the slope at and below 0
@@ -147,7 +162,7 @@ class StreamNet:
                 gy *= inv
             out[i] += gy[:, None] * h
             if i:
-                gh = np.dot(gy, self.blocks[i][:, :-1])
+                gh = np.dot(gy, self._weights[i])
 
     def grad(self, cache: list, action: int) -> np.ndarray:
         """d Q[action] / d theta as a new flat float32 array (theta's layout)."""

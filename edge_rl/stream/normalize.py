@@ -41,15 +41,28 @@ class ObservationNormalizer:
         self.stats = Welford((size - raw_tail,))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """Count `obs` once and return it normalised (float32)."""
+        """Count `obs` once and return it normalised (float32).
+
+        The Welford update written out so that x - mean(new) serves both the M2 update and the
+        output: this runs on every control step.
+        """
         x = np.asarray(obs, np.float64).ravel()
         n = self.size - self.raw_tail
         head = x[:n] if self.raw_tail else x
-        self.stats.update(head)
+        stats = self.stats
+        stats.count += 1
+        delta = head - stats.mean
+        stats.mean += delta * (1.0 / stats.count)
+        centred = head - stats.mean
+        stats.m2 += delta * centred
+        if stats.count >= 2:
+            centred /= np.sqrt(stats.m2 * (1.0 / (stats.count - 1)) + EPS)
+        else:
+            centred /= np.sqrt(1.0 + EPS)
         if not self.raw_tail:
-            return ((head - self.stats.mean) / np.sqrt(self.stats.var + EPS)).astype(np.float32)
+            return centred.astype(np.float32)
         out = np.empty(self.size, np.float32)
-        out[:n] = (head - self.stats.mean) / np.sqrt(self.stats.var + EPS)
+        out[:n] = centred
         out[n:] = x[n:]
         return out
 

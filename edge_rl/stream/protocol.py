@@ -20,7 +20,10 @@ CARTPOLE_LIMIT = 10_000
 
 @dataclass
 class StreamRun:
-    """Per finished episode: return, length, the global step it ended on, and info['success'] if any."""
+    """Per finished episode: return, length, the global step it ended on, and the mean of info['success'].
+
+    `success_rate` follows `edge_rl.evaluate`: the mean of info["success"] over the episode's steps.
+    """
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
@@ -43,12 +46,15 @@ def run_stream(
     time_feature: bool = False,
     on_step: Callable[[int, Any], None] | None = None,
     learn: bool = True,
+    shift: tuple[int, dict[str, Any]] | None = None,
 ) -> StreamRun:
     """`steps` act/observe steps of `learner` (anything with act and observe) in a fresh env.
 
     With `time_feature`, t / time_limit - 0.5 is appended to each observation (t = steps since
     reset). `learn=False` runs the same loop with the learner frozen (its `act` still explores
     as scheduled unless it is a plain policy). `on_step(step, learner)` runs after each step.
+    `shift=(step, {"attr": value})` sets attributes of the unwrapped env at that step: the
+    mid-run change a deployed policy must adapt to (e.g. AntiJam's `jammer`).
     """
     import gymnasium as gym
 
@@ -65,13 +71,18 @@ def run_stream(
 
     run = StreamRun()
     obs, _ = env.reset(seed=seed)
-    t, ret = 0, 0.0
+    t, ret, succ, reporting = 0, 0.0, 0.0, 0
     x = featured(obs, t)
     for step in range(steps):
+        if shift is not None and step == shift[0]:
+            for key, value in shift[1].items():
+                setattr(env.unwrapped, key, value)
         action = learner.act(x)
         obs, reward, terminated, truncated, info = env.step(action)
         t += 1
         ret += float(reward)
+        if "success" in info:
+            succ, reporting = succ + bool(info["success"]), reporting + 1
         next_x = featured(obs, t)
         if learn:
             learner.observe(float(reward), next_x, terminated, truncated)
@@ -79,10 +90,10 @@ def run_stream(
             run.returns.append(ret)
             run.lengths.append(t)
             run.end_steps.append(step + 1)
-            if "success" in info:
-                run.successes.append(float(info["success"]))
+            if reporting:
+                run.successes.append(succ / reporting)
             obs, _ = env.reset()
-            t, ret = 0, 0.0
+            t, ret, succ, reporting = 0, 0.0, 0.0, 0
             next_x = featured(obs, t)
         x = next_x
         if on_step is not None:

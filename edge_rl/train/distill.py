@@ -228,6 +228,8 @@ def distill(
     student.input_qparams = best[2]
 
     meta = {"env_id": env_id, "env_kwargs": kw, "seed": cfg.seed, "trainer": "distill", "teacher_dir": teacher_dir}
+    if "gamma" in teacher.metadata:  # the student's Q-values are the teacher's
+        meta["gamma"] = teacher.metadata["gamma"]
     policy = student.to_policy(observation, teacher.action, meta)
     if cfg.quant != "none":  # deploy with exactly the activation ranges the kept round trained with
         policy = quantize_policy(policy, calib, student.plan, cfg.calibration, cfg.seed, student.input_qparams)

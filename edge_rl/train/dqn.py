@@ -123,7 +123,13 @@ class DQN:
     # -- evaluation -------------------------------------------------------------------------------
 
     def policy(self) -> Policy:
-        meta = {"env_id": self.cfg.env_id, "env_kwargs": self.cfg.env_kwargs, "seed": self.cfg.seed, "trainer": "dqn"}
+        meta = {
+            "env_id": self.cfg.env_id,
+            "env_kwargs": self.cfg.env_kwargs,
+            "seed": self.cfg.seed,
+            "trainer": "dqn",
+            "gamma": self.cfg.gamma,  # the discount the Q-values are in: on-device learning continues with it
+        }
         return self.net.to_policy(self.obs_spec, self.action_spec, meta)
 
     def evaluate(self, step: int, out: Path) -> EvalResult:

@@ -1,0 +1,60 @@
+"""Stream Q(lambda) learning check on CartPole-v1 under the reference protocol, over many seeds.
+
+Limit 10,000 steps per episode (truncation terminal), raw time feature, 60k steps per seed. Per
+seed: mean return of the episodes ending in the first 10k steps, and the first step at which an
+episode reached 10,000. The reference note's bar: over seeds 0-19, >= 16 solve within 60k steps
+and every seed's early mean lies in 25-45 (a clean-room learner solved 27 of 30).
+
+    python benchmarks/stream_cartpole.py                 # seeds 0-19, 2 processes, ~4 min
+    python benchmarks/stream_cartpole.py --seeds 0 1 2
+
+Writes benchmarks/results/stream_cartpole.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def one_seed(seed: int, steps: int) -> dict:
+    from edge_rl.stream import StreamQ
+    from edge_rl.stream.protocol import CARTPOLE_LIMIT, stream_cartpole
+
+    run = stream_cartpole(StreamQ(5, 2, raw_tail=1, seed=seed), steps, seed)
+    solved = [s for r, s in zip(run.returns, run.end_steps, strict=True) if r >= CARTPOLE_LIMIT]
+    return {"seed": seed, "early_mean": run.window_mean(0, 10_000), "first_solve": solved[0] if solved else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(20)))
+    parser.add_argument("--steps", type=int, default=60_000)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    from edge_rl.table import print_table
+
+    with ProcessPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(one_seed, args.seeds, [args.steps] * len(args.seeds)))
+    print_table(
+        ["seed", "mean return, steps 0-10k", "first 10,000-return episode ends at"],
+        [[r["seed"], r["early_mean"], r["first_solve"] or "-"] for r in rows],
+    )
+    solved = sum(r["first_solve"] is not None for r in rows)
+    early_ok = all(25 <= r["early_mean"] <= 45 for r in rows)
+    print(f"solved within {args.steps:,} steps: {solved}/{len(rows)}; every early mean in 25-45: {early_ok}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "stream_cartpole.json").write_text(
+        json.dumps({"steps": args.steps, "rows": rows, "solved": solved}, indent=1)
+    )
+
+
+if __name__ == "__main__":
+    main()

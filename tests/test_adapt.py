@@ -1,0 +1,137 @@
+"""Adapting deployed policies: from_policy (full / head) and back to the IR, the adapt command, a jammer switch."""
+
+import json
+import math
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_rl.cli import main
+from edge_rl.layers import Activation, Dense
+from edge_rl.policy import ActionSpec, ObservationSpec, Policy
+from edge_rl.rollout import collect_states
+from edge_rl.stream import StreamQ
+from edge_rl.stream.protocol import run_stream
+from quantize.convert import default_plan, quantize_policy
+
+
+def relu_mlp(sizes, seed: int, states: np.ndarray) -> Policy:
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (a, b) in enumerate(pairwise(sizes)):
+        layers.append(Dense(rng.normal(size=(b, a)) / math.sqrt(a), rng.normal(size=b) * 0.1))
+        if i < len(sizes) - 2:
+            layers.append(Activation("relu"))
+    spec = ObservationSpec(
+        (sizes[0],), np.full(sizes[0], -np.inf), np.full(sizes[0], np.inf), states.mean(0), states.var(0) + 1e-6
+    )
+    return Policy(spec, ActionSpec(sizes[-1], safe=1), layers, {"env_id": "CartPole-v1", "gamma": 0.97})
+
+
+@pytest.fixture(scope="module")
+def antijam_int8(tmp_path_factory) -> Policy:
+    """A DQN trained on the sweeping jammer (25k steps), distilled-free: int8 post-training quantized."""
+    pytest.importorskip("torch")
+    from edge_rl.train.config import resolve_config
+    from edge_rl.train.dqn import train_dqn
+    from quantize.equalize import equalize_ranges
+
+    kwargs = {"jammer": "sweeping"}
+    cfg = resolve_config("edge_rl/AntiJam-v0", env_kwargs=kwargs, seed=0, steps=25_000, hidden=(64, 64))
+    policy, _ = train_dqn(cfg, tmp_path_factory.mktemp("aj"), progress=False)
+    states = collect_states(policy.act, "edge_rl/AntiJam-v0", 3000, 0, 0.1, kwargs)
+    plan = default_plan(3, "int8")
+    return quantize_policy(equalize_ranges(policy, states, plan), states, plan, correct_bias=True)
+
+
+@pytest.fixture(scope="module")
+def cartpole_states() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return collect_states(lambda o: rng.integers(0, 2, len(o)), "CartPole-v1", 2000, 0, 1.0)
+
+
+@pytest.mark.parametrize("mode", ["full", "head"])
+def test_fp32_policy_starts_as_itself(cartpole_states, mode: str) -> None:
+    policy = relu_mlp((4, 32, 32, 2), 0, cartpole_states)
+    learner = StreamQ.from_policy(policy, mode)
+    assert learner.gamma == 0.97 and not learner.scale_rewards and learner.epsilon <= 0.05
+    q = np.stack([learner.q_values(s) for s in cartpole_states[:300]])
+    np.testing.assert_allclose(q, policy.q_values(cartpole_states[:300]), rtol=1e-4, atol=1e-4)
+    back = learner.to_policy()
+    np.testing.assert_allclose(back.q_values(cartpole_states[:300]), q, rtol=1e-4, atol=1e-4)
+    assert back.metadata["adapted"] == mode and back.action.safe == 1
+
+
+def test_int8_body_runs_as_deployed_under_a_float_head(cartpole_states) -> None:
+    policy = quantize_policy(relu_mlp((4, 32, 32, 2), 1, cartpole_states), cartpole_states, default_plan(3, "int8"))
+    learner = StreamQ.from_policy(policy, "head")
+    q = np.stack([learner.q_values(s) for s in cartpole_states[:300]])
+    reference = policy.q_values(cartpole_states[:300])
+    np.testing.assert_allclose(q, reference, rtol=1e-5, atol=1e-4)  # the same integer body, float head
+    adapted = learner.to_policy()
+    assert [layer.kind for layer in adapted.layers][-2:] == ["dequantize", "dense"]
+    np.testing.assert_allclose(adapted.q_values(cartpole_states[:300]), q, rtol=1e-5, atol=1e-4)
+    full = StreamQ.from_policy(policy, "full")  # int8 dequantized into float master weights
+    agree = np.mean([full.q_values(s).argmax() for s in cartpole_states[:300]] == reference.argmax(1))
+    assert agree > 0.9
+    assert all(spec.activation in ("relu", None) for spec in full.net.specs)
+
+
+def test_one_bit_policies_adapt_their_head_only(cartpole_states) -> None:
+    policy = quantize_policy(relu_mlp((4, 32, 32, 32, 2), 2, cartpole_states), cartpole_states, default_plan(4, "1bit"))
+    with pytest.raises(ValueError, match="mode='head'"):
+        StreamQ.from_policy(policy, "full")
+    learner = StreamQ.from_policy(policy, "head")
+    np.testing.assert_allclose(learner.q_values(cartpole_states[0]), policy.q_values(cartpole_states[0]), atol=1e-4)
+
+
+def test_scratch_learner_round_trips_through_the_ir() -> None:
+    learner = StreamQ(5, 2, raw_tail=1, seed=0)
+    run_stream(learner, "CartPole-v1", 3000, 0, time_limit=10_000, time_feature=True)
+    policy = learner.to_policy()
+    rng = np.random.default_rng(0)
+    xs = [np.append(rng.normal(size=4) * [1, 1, 0.1, 1], rng.uniform(-0.5, 0.5)) for _ in range(200)]
+    got = policy.q_values(np.asarray(xs, np.float32))
+    want = np.stack([learner.q_values(x) for x in xs])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # LayerNorm + LeakyReLU in the IR, raw time feature
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_adaptation_recovers_after_a_jammer_switch(antijam_int8: Policy, mode: str) -> None:
+    """An int8 policy trained against the sweeping jammer meets a reactive one at step 2,000: frozen it
+    collapses, adapted (head on the integer body, or every layer in float) it recovers."""
+    env_kwargs, shift = {"jammer": "sweeping"}, (2_000, {"jammer": "reactive"})
+
+    class Frozen:
+        def act(self, x):
+            return antijam_int8.act(np.asarray(x, np.float32))
+
+        def observe(self, *args):
+            pass
+
+    def late(run):  # mean success of the episodes ending in the last 4k of 12k steps
+        return float(np.mean([s for s, e in zip(run.successes, run.end_steps, strict=True) if e > 8_000]))
+
+    frozen = late(run_stream(Frozen(), "edge_rl/AntiJam-v0", 12_000, 1, env_kwargs, shift=shift))
+    adapted = late(
+        run_stream(StreamQ.from_policy(antijam_int8, mode), "edge_rl/AntiJam-v0", 12_000, 1, env_kwargs, shift=shift)
+    )
+    assert adapted >= 0.85 and adapted - frozen >= 0.3, (adapted, frozen)
+
+
+def test_adapt_command_writes_policy_state_curve(tmp_path: Path, cartpole_states) -> None:
+    src = tmp_path / "src"
+    relu_mlp((4, 16, 16, 2), 3, cartpole_states).save(src)
+    out = tmp_path / "adapted"
+    args = ["adapt", str(src), "--steps", "3000", "--mode", "full", "--out", str(out), "--window", "500"]
+    assert main(args) == 0
+    report = json.loads((out / "adapt.json").read_text())
+    assert report["mode"] == "full" and len(report["curve"]["step"]) == 6 and report["episodes"] > 0
+    assert Policy.load(out).metadata["stream_steps"] == 3000
+    state = json.loads((out / "learner.json").read_text())
+    with np.load(out / "learner.npz", allow_pickle=False) as arrays:
+        restored = StreamQ.from_state_dict({"scalars": state, "arrays": dict(arrays)})
+    assert restored.steps == 3000
+    assert main(["adapt", str(src), "--steps", "0", "--mode", "head", "--out", str(out)]) == 2
