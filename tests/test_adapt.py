@@ -2,6 +2,7 @@
 
 import json
 import math
+import subprocess
 from itertools import pairwise
 from pathlib import Path
 
@@ -135,3 +136,24 @@ def test_adapt_command_writes_policy_state_curve(tmp_path: Path, cartpole_states
         restored = StreamQ.from_state_dict({"scalars": state, "arrays": dict(arrays)})
     assert restored.steps == 3000
     assert main(["adapt", str(src), "--steps", "0", "--mode", "head", "--out", str(out)]) == 2
+
+
+def test_head_adapted_int8_policy_exports_and_verifies(cartpole_states, tmp_path: Path) -> None:
+    """body + dequantize + float head: a new layer kind every exporter must carry (ONNX, TFLite, C)."""
+    from export.bundle import open_bundle
+    from export.exporter import export_bundle
+    from export.verify import verify_bundle
+
+    policy = quantize_policy(relu_mlp((4, 32, 32, 2), 4, cartpole_states), cartpole_states, default_plan(3, "int8"))
+    learner = StreamQ.from_policy(policy, "head")
+    run_stream(learner, "CartPole-v1", 2000, 0)
+    adapted = learner.to_policy()
+    out, report = export_bundle(adapted, tmp_path / "bundle", ["onnx", "tflite", "c"], cartpole_states[:64])
+    assert report["passed"] and all(r["passed"] for r in report["backends"].values())
+    again = verify_bundle(open_bundle(out), states=cartpole_states)
+    assert again["passed"] and again["backends"]["litert"]["extra"]["agreement"] == 1.0
+    (tmp_path / "main.c").write_text('#include "policy.h"\nint main(void) { return edge_rl_self_test(); }\n')
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{out}"]
+    build = subprocess.run(["cc", *flags, "-o", "run", "main.c", "-lm"], cwd=tmp_path, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    assert subprocess.run([str(tmp_path / "run")], timeout=30).returncode == 0  # every golden action reproduced

@@ -39,7 +39,7 @@ def td_update(
     parameters; the trace is stored unscaled; |z|_1 accumulated in float64.
     """
     net, trace, scratch = learner.net, learner.trace, learner.scratch
-    target = reward if done else reward + learner.gamma * float(np.max(net.forward(next_state, slot=1)[0]))
+    target = reward if done else reward + learner.gamma * float(np.maximum.reduce(net.forward(next_state, slot=1)[0]))
     delta = target - float(q[action])
     trace *= np.float32(learner.gamma * learner.lam)
     net.add_grad(cache, action, learner.trace_blocks)

@@ -48,7 +48,7 @@ class StreamNet:
         self.theta = np.zeros(sum(s.n_out * (s.n_in + 1) for s in specs), np.float32)
         self.blocks = self.views(self.theta)
         self._weights = [block[:, :-1] for block in self.blocks]  # views, made once: slicing costs per step
-        self._buffers: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._buffers: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     @classmethod
     def mlp(cls, sizes: list[int], layernorm: bool = True, activation: str = "leaky_relu") -> StreamNet:
@@ -109,21 +109,21 @@ class StreamNet:
         floats, cheaper than numpy scalars.
         """
         inputs = self._inputs(slot)
-        h, body = inputs[0]
+        h, body, _ = inputs[0]
         body[:] = x
         cache = []
         for i, (s, block) in enumerate(zip(self.specs, self.blocks, strict=True)):
-            z = np.dot(block, h)
-            if s.activation is None:
+            if s.activation is None:  # the Q-values: a new array, callers keep it
                 cache.append((h, None, None))
-                return z, cache
+                return np.dot(block, h), cache
+            z = np.dot(block, h, out=inputs[i][2])
             inv = None
             if s.layernorm:
                 z -= float(_sum(z)) / s.n_out
                 inv = 1.0 / math.sqrt(float(np.dot(z, z)) / s.n_out + 1e-5)
                 z *= inv
             cache.append((h, z, inv))
-            h, body = inputs[i + 1]
+            h, body, _ = inputs[i + 1]
             if s.activation == "leaky_relu":
                 np.maximum(z, z * SLOPE, out=body)  # = LeakyReLU for a slope below 1
             elif s.activation == "relu":
@@ -132,15 +132,15 @@ class StreamNet:
                 np.tanh(z, out=body)
         raise AssertionError("the last layer is the Q head")
 
-    def _inputs(self, slot: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per-layer input buffers with the trailing 1 (and a view of the rest), created once per slot."""
+    def _inputs(self, slot: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per layer: input buffer with the trailing 1, a view of the rest, the output buffer; once per slot."""
         buffers = self._buffers.get(slot)
         if buffers is None:
             buffers = []
             for s in self.specs:
                 h = np.empty(s.n_in + 1, np.float32)
                 h[-1] = 1.0
-                buffers.append((h, h[:-1]))
+                buffers.append((h, h[:-1], np.empty(s.n_out, np.float32)))
             self._buffers[slot] = buffers
         return buffers
 
