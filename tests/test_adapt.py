@@ -136,6 +136,9 @@ def test_adapt_command_writes_policy_state_curve(tmp_path: Path, cartpole_states
         restored = StreamQ.from_state_dict({"scalars": state, "arrays": dict(arrays)})
     assert restored.steps == 3000
     assert main(["adapt", str(src), "--steps", "0", "--mode", "head", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses a malformed shift with one line
+        main(["adapt", str(src), "--steps", "10", "--mode", "head", "--out", str(out), "--shift", "soon"])
+    assert exit_info.value.code == 2
 
 
 def test_head_adapted_int8_policy_exports_and_verifies(cartpole_states, tmp_path: Path) -> None:

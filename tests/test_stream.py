@@ -152,3 +152,22 @@ def test_state_dict_continues_bit_for_bit() -> None:
     np.testing.assert_array_equal(a.net.theta, b.net.theta)
     np.testing.assert_array_equal(a.trace, b.trace)
     assert a.normalizer.stats.count == b.normalizer.stats.count
+
+
+def test_bad_input_is_refused_and_loses_nothing() -> None:
+    learner = StreamQ(5, 2, raw_tail=1, seed=0)
+    with pytest.raises(ValueError, match="needs a preceding act"):
+        learner.observe(1.0, np.zeros(5), False, False)
+    x = np.zeros(5)
+    learner.act(x)
+    before = learner.net.theta.copy(), learner.normalizer.stats.count
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        learner.observe(1.0, np.array([0, np.nan, 0, 0, 0.0]), False, False)
+    with pytest.raises(ValueError, match="features"):
+        learner.act(np.zeros(4))
+    with pytest.raises(ValueError, match="not finite"):
+        learner.observe(float("inf"), np.zeros(5), False, False)
+    np.testing.assert_array_equal(learner.net.theta, before[0])  # nothing learned from the bad steps
+    assert learner.normalizer.stats.count == before[1]
+    with pytest.raises(ValueError, match="raw_tail"):
+        StreamQ(5, 2, raw_tail=6)

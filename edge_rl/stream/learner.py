@@ -139,11 +139,11 @@ class StreamQ:
         """Learn from the transition that followed the last `act`; returns the TD error."""
         if self._pending is None:
             raise BadInput("observe() needs a preceding act()")
-        if not np.isfinite(reward):
+        if not math.isfinite(reward):
             raise BadInput(f"reward {reward} is not finite")
+        x = self._check(next_obs)  # before anything changes: a refused step leaves the learner as it was
         q, cache, action, nongreedy = self._pending
         self._pending = None
-        x = self._check(next_obs)
         done = bool(terminated or truncated)
         next_state = self.normalizer(x)
         r = self.rewards(float(reward), done) if self.scale_rewards else float(reward)
