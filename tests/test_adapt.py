@@ -160,3 +160,19 @@ def test_head_adapted_int8_policy_exports_and_verifies(cartpole_states, tmp_path
     build = subprocess.run(["cc", *flags, "-o", "run", "main.c", "-lm"], cwd=tmp_path, capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     assert subprocess.run([str(tmp_path / "run")], timeout=30).returncode == 0  # every golden action reproduced
+
+
+def test_head_learner_state_restores_on_its_policy_bit_for_bit(cartpole_states) -> None:
+    from edge_rl.stream.adapt import HeadStreamQ
+
+    policy = quantize_policy(relu_mlp((4, 32, 32, 2), 5, cartpole_states), cartpole_states, default_plan(3, "int8"))
+    a = StreamQ.from_policy(policy, "head")
+    run_stream(a, "CartPole-v1", 1000, 0)
+    state = a.state_dict()
+    with pytest.raises(ValueError, match="needs its policy"):
+        StreamQ.from_state_dict(state)
+    b = HeadStreamQ.restore(state, policy)
+    for s in cartpole_states[:100]:
+        assert a.act(s) == b.act(s)
+        assert a.observe(1.0, s, False, False) == b.observe(1.0, s, False, False)
+    np.testing.assert_array_equal(a.net.theta, b.net.theta)

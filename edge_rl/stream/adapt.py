@@ -124,6 +124,23 @@ class HeadStreamQ(StreamQ):
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         return super().q_values(self.features(obs))
 
+    def state_dict(self) -> dict[str, Any]:
+        """The head learner's state; the body is the deployed policy's, restored with `restore`."""
+        state = super().state_dict()
+        state["scalars"]["head_over"] = len(self.body)  # body layers (incl. a dequantize) under the head
+        return state
+
+    @classmethod
+    def restore(cls, state: dict[str, Any], policy: Policy) -> HeadStreamQ:
+        """A head learner continuing from `state` on top of `policy`'s body (the one it adapted)."""
+        learner = cls(policy)
+        if state["scalars"].get("head_over") != len(learner.body):
+            raise BadInput("this learner state is not a head adaptation of this policy")
+        plain = StreamQ.from_state_dict({**state, "scalars": {**state["scalars"], "head_over": None}})
+        learner.__dict__.update({k: v for k, v in plain.__dict__.items() if k not in ("body", "source")})
+        learner._features = None
+        return learner
+
 
 def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COUNT, **kwargs: Any) -> StreamQ:
     """A learner starting from `policy`; keyword arguments override the adaptation defaults."""

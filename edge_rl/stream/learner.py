@@ -203,6 +203,8 @@ class StreamQ:
         from edge_rl.stream.network import LayerSpec
 
         s, a = d["scalars"], d["arrays"]
+        if s.get("head_over"):
+            raise BadInput("a head-adaptation state needs its policy: HeadStreamQ.restore(state, policy)")
         net = StreamNet([LayerSpec(int(i), int(o), bool(ln), act) for i, o, ln, act in s["layers"]])
         if a["theta"].shape != net.theta.shape or a["trace"].shape != net.theta.shape:
             raise BadInput("learner state: parameter and trace sizes do not match the layers")
