@@ -1,4 +1,4 @@
-"""End-to-end demo on the embedded defaults: train, evaluate, compare with baselines, compress, export.
+"""End-to-end demo on the embedded defaults: train, evaluate, compare with baselines, compress, export, adapt.
 
     python examples/demo.py            # CartPole-v1 and AntiJam-v0 (sweeping jammer), ~1-2 min
     python examples/demo.py --all      # also Hover-v0 and LineFollow-v0, a few minutes more
@@ -87,6 +87,38 @@ def export(student: Path, out: Path) -> None:
         raise SystemExit(code)
 
 
+def adapt(student: Path, out: Path) -> None:
+    """Deploy the int8 student against a jammer that turns reactive mid-run, frozen and adapting online."""
+    from edge_rl.stream.protocol import run_stream
+
+    print(f"\n== adapt {student} online while the jammer switches sweeping -> reactive at step 5,000", flush=True)
+    shift = '5000:{"jammer": "reactive"}'
+    code = edge_rl(["adapt", str(student), "--steps", "15000", "--mode", "full", "--shift", shift, "--out", str(out)])
+    if code:
+        raise SystemExit(code)
+    policy = Policy.load(student)
+
+    class Frozen:
+        def act(self, x):
+            return policy.act(x.astype("float32"))
+
+        def observe(self, *args):
+            pass
+
+    frozen = run_stream(
+        Frozen(), "edge_rl/AntiJam-v0", 15_000, 0, {"jammer": "sweeping"}, shift=(5000, {"jammer": "reactive"})
+    )
+    curve = json.loads((out / "adapt.json").read_text())["curve"]
+    late = [s for e, s in zip(frozen.end_steps, frozen.successes, strict=True) if e > 10_000]
+    print_table(
+        ["policy", "success rate, steps 10k-15k (after the switch)"],
+        [
+            ["int8 student, frozen", sum(late) / len(late)],
+            ["int8 student, stream Q(lambda) full", sum(curve["success_rate"][-5:]) / 5],
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="also train Hover-v0 and LineFollow-v0")
@@ -97,6 +129,7 @@ def main() -> None:
         rows += run_task(env_id, kwargs, steps, args.out / env_id.split("/")[-1])
     compress(args.out / "AntiJam-v0", args.out / "AntiJam-v0-int8")
     export(args.out / "AntiJam-v0-int8", args.out / "AntiJam-v0-int8-bundle")
+    adapt(args.out / "AntiJam-v0-int8", args.out / "AntiJam-v0-adapted")
     print(f"\n== results: greedy, {EPISODES} episodes on seeds {EVAL_SEED}..{EVAL_SEED + EPISODES - 1}")
     print_table(
         ["task", "policy", "mean return", "success rate", "best success rate"],
