@@ -171,3 +171,19 @@ def test_bad_input_is_refused_and_loses_nothing() -> None:
     assert learner.normalizer.stats.count == before[1]
     with pytest.raises(ValueError, match="raw_tail"):
         StreamQ(5, 2, raw_tail=6)
+
+
+def test_layernorm_blocks_stay_centred_while_learning() -> None:
+    """The forward skips LayerNorm's centring because LN blocks keep zero column sums: check it holds."""
+    learner = StreamQ(5, 2, raw_tail=1, seed=2)
+    stream_cartpole(learner, 5000, seed=2)
+    net = learner.net
+    for i, spec in enumerate(net.specs):
+        if spec.layernorm:
+            block = net.blocks[i]
+            assert np.abs(block.sum(axis=0)).max() <= 1e-4 * max(1.0, np.abs(block).max())
+    rng = np.random.default_rng(0)
+    reference = learner.to_policy()  # true weights, LayerNorm with explicit centring in the IR forward
+    for _ in range(50):
+        x = np.append(rng.normal(size=4) * [1, 1, 0.1, 1], rng.uniform(-0.5, 0.5))
+        np.testing.assert_allclose(learner.q_values(x), reference.q_values(x.astype(np.float32)), rtol=1e-4, atol=1e-4)

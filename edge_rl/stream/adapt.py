@@ -153,6 +153,7 @@ def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COU
     net = StreamNet(specs)
     for block, (weight, bias) in zip(net.blocks, params, strict=True):
         block[:, :-1], block[:, -1] = weight, bias
+    net.centre()
     hidden = tuple(s.n_out for s in specs[:-1])
     learner = StreamQ(policy.observation.size, policy.action.n, hidden=hidden, net=net, **settings)
     _seed_normalizer(learner, policy.observation, prior_count)

@@ -191,6 +191,7 @@ class StreamQ:
         }
         arrays = {
             "theta": self.net.theta.copy(),
+            "offsets": self.net.offsets.copy(),
             "trace": self.trace.copy(),
             "obs_mean": self.normalizer.stats.mean.copy(),
             "obs_m2": self.normalizer.stats.m2.copy(),
@@ -211,6 +212,7 @@ class StreamQ:
         if a["theta"].shape != net.theta.shape or a["trace"].shape != net.theta.shape:
             raise BadInput("learner state: parameter and trace sizes do not match the layers")
         net.theta[:] = a["theta"]
+        net.offsets[:] = a["offsets"]  # theta is stored centred: restoring both continues bit for bit
         keys = ("hidden", "gamma", "lam", "kappa", "lr", "eps_start", "eps_end", "eps_decay_steps", "raw_tail", "seed")
         learner = cls(
             s["obs_dim"],
