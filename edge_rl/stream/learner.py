@@ -19,16 +19,15 @@ from typing import Any
 import numpy as np
 
 from edge_rl.errors import BadInput
-from edge_rl.stream.network import StreamNet
+from edge_rl.stream.draws import ActionDraws
+from edge_rl.stream.network import Plan, StreamNet
 from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler, Welford
-
-_sum = np.add.reduce  # without ndarray.sum's Python wrapper: this runs every step
 
 
 def td_update(
     learner: StreamQ,
     q: np.ndarray,
-    cache: list,
+    cache: Plan,
     action: int,
     reward: float,
     next_state: np.ndarray,
@@ -38,18 +37,20 @@ def td_update(
     """One stream Q(lambda) update of `learner.net` and `learner.trace` from a scaled transition.
 
     `q`, `cache` are the act-time forward of the state; delta in float64 with pre-update
-    parameters; the trace is stored unscaled; |z|_1 accumulated in float64.
+    parameters; the trace is stored unscaled; |z|_1 is one float32 BLAS sum (the reference
+    sums each tensor in float32 too).
     """
     net, trace, scratch = learner.net, learner.trace, learner.scratch
-    target = reward if done else reward + learner.gamma * float(np.maximum.reduce(net.forward(next_state, slot=1)[0]))
+    target = reward if done else reward + learner.gamma * max(net.forward(next_state, 1, False)[0].tolist())
     delta = target - float(q[action])
-    trace *= np.float32(learner.gamma * learner.lam)
-    net.add_grad(cache, action, learner.trace_blocks)
-    z_norm = float(_sum(np.abs(trace, out=scratch), dtype=np.float64))
+    np.add(np.multiply(trace, learner.decay, trace), net.gradient(cache, action), trace)
+    z_norm = float(np.abs(trace, scratch).dot(learner.ones))
     alpha = learner.lr / max(1.0, learner.lr * learner.kappa * max(abs(delta), 1.0) * z_norm)
-    net.theta += np.multiply(trace, np.float32(alpha * delta), out=scratch)
+    step = learner.step_size
+    step[()] = alpha * delta
+    np.add(net.theta, np.multiply(trace, step, scratch), net.theta)
     if done or nongreedy:
-        trace[:] = 0.0
+        trace.fill(0.0)
     return {"delta": delta, "alpha": alpha, "trace_l1": z_norm}
 
 
@@ -85,16 +86,18 @@ class StreamQ:
             net.sparse_init(np.random.default_rng(seed), sparsity)
         self.net = net
         self.trace = np.zeros_like(net.theta)
-        self.trace_blocks = net.views(self.trace)
         self.scratch = np.empty_like(net.theta)  # reused by every update: no allocation per step
+        self.ones = np.ones_like(net.theta)  # |z|_1 = |z| . 1
+        self.decay = np.array(gamma * lam, np.float32)  # 0-d arrays: Python scalars in a ufunc cost a conversion
+        self.step_size = np.zeros((), np.float32)
         self.normalizer = ObservationNormalizer(obs_dim, raw_tail)
         self.rewards = RewardScaler(gamma)
-        self.rng = np.random.RandomState(seed)  # action draws only: one uniform per step, one integer when exploring
+        self.draws = ActionDraws(seed)  # action draws only: one uniform per step, one integer when exploring
         self.steps = 0
         self._state: np.ndarray | None = None  # normalised current observation, None at start / after an episode
         self._raw: np.ndarray | None = None  # the raw observation `_state` came from
         self._given: object = None  # the object `observe` got it as: `act(next_obs)` is then an identity check
-        self._pending: tuple[np.ndarray, list, int, bool] | None = None  # (q, cache, action, nongreedy)
+        self._pending: tuple[np.ndarray, Plan, int, bool] | None = None  # (q, cache, action, nongreedy)
         self.last: dict[str, float] = {}  # the last update's delta, alpha_eff, |z|_1: for telemetry and tests
 
     # -- acting ---------------------------------------------------------------------------------
@@ -105,10 +108,12 @@ class StreamQ:
         return max(self.eps_start + (self.eps_end - self.eps_start) * frac, self.eps_end)
 
     def _check(self, obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs, np.float64).ravel()
-        if x.shape != (self.obs_dim,):
+        x = np.asarray(obs, np.float64)
+        if x.ndim != 1:
+            x = x.ravel()
+        if x.shape[0] != self.obs_dim:
             raise BadInput(f"observation has {x.size} features, the learner takes {self.obs_dim}")
-        if not math.isfinite(float(np.dot(x, x))):  # inf/NaN in x (or |x| > 1e154) make x.x non-finite
+        if not math.isfinite(x.dot(x)):  # inf/NaN in x (or |x| > 1e154) make x.x non-finite
             raise BadInput("observation contains NaN or infinity")
         return x
 
@@ -119,10 +124,11 @@ class StreamQ:
             self._state, self._raw = self.normalizer(x), x
         self.steps += 1
         q, cache = self.net.forward(self._state)
-        greedy = int(q.argmax())
+        values = q.tolist()
+        greedy = values.index(max(values))  # the first index on ties
         action, nongreedy = greedy, False
-        if self.rng.random_sample() < self.epsilon:
-            action = int(self.rng.randint(self.n_actions))
+        if self.draws.uniform() < self.epsilon:
+            action = self.draws.integer(self.n_actions)
             nongreedy = action != greedy
         self._pending = (q, cache, action, nongreedy)
         return action
@@ -133,7 +139,7 @@ class StreamQ:
         head = x[: self.obs_dim - self.raw_tail]
         stats = self.normalizer.stats
         normed = np.concatenate([(head - stats.mean) / np.sqrt(stats.var + 1e-8), x[len(head) :]]).astype(np.float32)
-        return self.net.forward(normed, slot=2)[0]
+        return self.net.forward(normed, 2, False)[0]
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -160,7 +166,7 @@ class StreamQ:
         """Arrays plus JSON-able scalars; `from_state_dict` continues bit for bit (between steps)."""
         if self._pending is not None:
             raise BadInput("state_dict() between act() and observe(): save after observe")
-        _, keys, pos, has_gauss, gauss = self.rng.get_state()
+        _, keys, pos, has_gauss, gauss = self.draws.get_state()
         specs = [[s.n_in, s.n_out, s.layernorm, s.activation] for s in self.net.specs]
         scalars = {
             "obs_dim": self.obs_dim,
@@ -231,8 +237,8 @@ class StreamQ:
         rewards.u = float(s["reward_u"])
         rewards.stats = Welford()
         rewards.stats.count = int(s["reward_count"])
-        rewards.stats.mean, rewards.stats.m2 = np.float64(s["reward_mean"]), np.float64(s["reward_m2"])
-        learner.rng.set_state(("MT19937", a["rng_keys"], s["rng_pos"], s["rng_has_gauss"], s["rng_gauss"]))
+        rewards.stats.mean, rewards.stats.m2 = float(s["reward_mean"]), float(s["reward_m2"])
+        learner.draws.set_state(("MT19937", a["rng_keys"], s["rng_pos"], s["rng_has_gauss"], s["rng_gauss"]))
         if s["mid_episode"]:
             learner._state, learner._raw = a["state"].copy(), a["raw"].copy()
         return learner

@@ -1,23 +1,29 @@
 """The Q-network of the streaming learner: float32, one flat parameter buffer, hand-written backward.
 
 Hidden layers are Dense -> LayerNorm (no affine, eps 1e-5, biased variance over the features)
--> LeakyReLU(0.01), as stream Q(lambda) prescribes; adapted policies may bring ReLU or no
-LayerNorm, so both are per-layer options. The backward pass computes the gradient of one
+-> LeakyReLU(0.01), as stream Q(lambda) prescribes; adapted policies may bring ReLU, tanh or no
+LayerNorm, so those are per-layer options. The backward pass computes the gradient of one
 Q-value (the action taken) with respect to every parameter, reusing the act-time forward.
 LeakyReLU's derivative at exactly 0 is the slope (0.01): the sparse-initialised CartPole first
 layer starts all zero and learns only through it.
 
-Layout: each layer is one row-major block [W | b] of shape (n_out, n_in + 1) in `theta`, and
-every layer input carries a trailing 1, so a layer is one matrix-vector product and its
-gradient one outer product: this runs twice (forward) and once (backward) per control step,
-where the cost is the number of numpy calls, not arithmetic. `torch_order` converts to the
-(W, b, W, b, ...) order of a torch module's parameters.
-
-LayerNorm layers keep their blocks column-centred, with the column means in a constant offset row
-(`offsets`): the true block is `block + offset`. LayerNorm ignores a shift shared by all its
-inputs, and gradients through it have zero column sums, so updates keep the blocks centred and
-the offset never changes; the forward pass then skips the centring (two numpy calls per layer,
-four per step).
+Why it is laid out like this: at this size (a 5-32-32-2 network has 1,314 parameters) a control
+step costs what its numpy calls cost, ~0.3 us for an elementwise call on arrays and ~0.6 us for
+a small BLAS call, while arithmetic is nearly free; Python scalars inside a ufunc call cost a
+conversion each. So:
+- each layer is one row-major block [W | b] of shape (n_out, n_in + 1) in `theta`, and every
+  layer input carries a trailing 1: a layer is one matrix-vector product, its gradient one
+  outer product;
+- LayerNorm layers keep their blocks column-centred, with the column means in a constant offset
+  row (`offsets`; the true block is `block + offset`). LayerNorm ignores a shift shared by all
+  its inputs and gradients through it have zero column sums, so updates keep the blocks centred,
+  the offset never changes, and the forward pass skips the centring;
+- the LayerNorm scale 1/sigma is positive, so LeakyReLU(z / sigma) = LeakyReLU(z) / sigma: the
+  forward never materialises the normalised values, and the LayerNorm backward
+  inv * (g - mean(g) - y mean(g y)) is one 3-term matrix-vector product over rows [g; 1; z];
+- every buffer is preallocated per `slot` (the act-time forward, slot 0, must survive the target
+  forward, slot 1, until the update reads it) and scalars enter ufuncs as 0-d arrays.
+`torch_order` converts to the (W, b, W, b, ...) order of a torch module's parameters.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import NamedTuple
 
 import numpy as np
 
-SLOPE = np.float32(0.01)
+SLOPE = 0.01
+LN_EPS = 1e-5
 ACTIVATIONS = ("leaky_relu", "relu", "tanh")
-_sum = np.add.reduce  # ndarray.sum goes through a Python wrapper: ~1 us per call on the hot path
+_F32 = np.float32
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,102 @@ class LayerSpec:
     activation: str | None
 
 
+class _Hidden(NamedTuple):
+    """One hidden layer's buffers in one slot (a tuple: unpacking it is the cheapest access)."""
+
+    index: int
+    block: np.ndarray  # [W | b] (n_out, n_in + 1): a view into theta
+    x: np.ndarray  # the layer's input with its trailing 1
+    m: np.ndarray  # (3, n_out) rows [dQ/dy; ones; z]: the LayerNorm backward is k @ m
+    z: np.ndarray  # m[2]: the pre-activation (centred by construction for LayerNorm layers)
+    d: np.ndarray  # d activation / d y at the forward's y
+    out: np.ndarray  # the activation: a view into the next layer's input
+    width: int
+    layernorm: bool
+    tanh: bool
+    floor: np.ndarray  # max(sign(z), floor) is LeakyReLU's (0.01) or ReLU's (0) derivative
+    inv: np.ndarray  # 0-d: LayerNorm's 1 / sigma (1 without LayerNorm)
+
+
+class _Backward(NamedTuple):
+    """What the backward pass of one hidden layer needs, looked up once per slot."""
+
+    index: int
+    gy: np.ndarray  # m[0]
+    m: np.ndarray
+    m12: np.ndarray  # m[1:]: [ones; z] @ gy = [sum(gy), gy . z]
+    k: np.ndarray  # (3,) coefficients of the LayerNorm backward
+    gz: np.ndarray  # dQ / dz
+    gz_col: np.ndarray  # gz as a column, for the outer product
+    x_row: np.ndarray  # the layer's input as a row
+    grad: np.ndarray  # the layer's block of the network's gradient buffer
+    d: np.ndarray
+    width: int
+    layernorm: bool
+    block: np.ndarray
+    gx: np.ndarray | None  # dQ / d input (with the trailing 1's entry), None for the first layer
+    gh: np.ndarray | None  # gx without that entry: the previous layer's dQ / d activation
+
+
+class Plan:
+    """The buffers of one slot: forward inputs, per-layer caches and the backward's views."""
+
+    def __init__(self, net: StreamNet) -> None:
+        specs = net.specs
+        inputs = []
+        for s in specs:
+            h = np.empty(s.n_in + 1, _F32)
+            h[-1] = 1.0
+            inputs.append(h)
+        self.x = inputs[0][:-1]
+        self.hidden: list[_Hidden] = []
+        self.backward: list[_Backward] = []
+        self.scales = [1.0] * (len(specs) - 1)  # LayerNorm's 1 / sigma per hidden layer, as Python floats
+        for i, s in enumerate(specs[:-1]):
+            m = np.empty((3, s.n_out), _F32)
+            m[1] = 1.0
+            layer = _Hidden(
+                index=i,
+                block=net.blocks[i],
+                x=inputs[i],
+                m=m,
+                z=m[2],
+                d=np.empty(s.n_out, _F32),
+                out=inputs[i + 1][:-1],
+                width=s.n_out,
+                layernorm=s.layernorm,
+                tanh=s.activation == "tanh",
+                floor=np.full(s.n_out, SLOPE if s.activation == "leaky_relu" else 0.0, _F32),
+                inv=np.ones((), _F32),
+            )
+            self.hidden.append(layer)
+            gz = np.empty(s.n_out, _F32)
+            gx = np.empty(s.n_in + 1, _F32) if i else None
+            self.backward.append(
+                _Backward(
+                    index=i,
+                    gy=m[0],
+                    m=m,
+                    m12=m[1:],
+                    k=np.empty(3, _F32),
+                    gz=gz,
+                    gz_col=gz.reshape(-1, 1),
+                    x_row=inputs[i].reshape(1, -1),
+                    grad=net._grad_blocks[i],
+                    d=layer.d,
+                    width=s.n_out,
+                    layernorm=s.layernorm,
+                    block=net.blocks[i],
+                    gx=gx,
+                    gh=None if gx is None else gx[:-1],
+                )
+            )
+        self.backward.reverse()
+        self.head_block, self.head_x = net.blocks[-1], inputs[-1]
+        self.head_x_row = self.head_x.reshape(1, -1)
+        self.one_hot = list(np.eye(specs[-1].n_out, dtype=_F32).reshape(-1, specs[-1].n_out, 1))  # e_a as columns
+
+
 class StreamNet:
     """Parameters live in `theta` (float32); `blocks[i]` is layer i's [W | b] view into it."""
 
@@ -51,19 +155,17 @@ class StreamNet:
             if s.activation not in ACTIVATIONS:
                 raise ValueError(f"unknown activation {s.activation!r}")
         self.specs = specs
-        self.theta = np.zeros(sum(s.n_out * (s.n_in + 1) for s in specs), np.float32)
+        self.theta = np.zeros(sum(s.n_out * (s.n_in + 1) for s in specs), _F32)
         self.blocks = self.views(self.theta)
-        self.offsets = np.zeros(sum(s.n_in + 1 for s in specs), np.float32)  # rows added back to LN blocks
+        self.offsets = np.zeros(sum(s.n_in + 1 for s in specs), _F32)  # rows added back to LN blocks
         starts = np.cumsum([0] + [s.n_in + 1 for s in specs])
         self._offset_rows = [
             self.offsets[a:b] if s.layernorm else None for s, a, b in zip(specs, starts[:-1], starts[1:], strict=True)
         ]
-        self._weights = [block[:, :-1] for block in self.blocks]  # views, made once: slicing costs per step
-        self._backward = [  # hidden layers, last first: what add_grad needs, looked up once
-            (i, ACTIVATIONS.index(s.activation), s.layernorm, s.n_out, self._weights[i])
-            for i, s in reversed(list(enumerate(specs[:-1])))
-        ]
-        self._buffers: dict[int, list] = {}
+        self._head_rows = [row[:-1] for row in self.blocks[-1]]  # dQ[a] / d last activation = W_head[a]
+        self._grad = np.zeros_like(self.theta)
+        self._grad_blocks = self.views(self._grad)
+        self._plans: dict[int, Plan] = {}
 
     @classmethod
     def mlp(cls, sizes: list[int], layernorm: bool = True, activation: str = "leaky_relu") -> StreamNet:
@@ -88,7 +190,7 @@ class StreamNet:
         """Move each LayerNorm block's column means into its offset row (the function is unchanged)."""
         for block, row in zip(self.blocks, self._offset_rows, strict=True):
             if row is not None:
-                means = block.mean(axis=0, dtype=np.float64).astype(np.float32)
+                means = block.mean(axis=0, dtype=np.float64).astype(_F32)
                 block -= means
                 row += means
 
@@ -133,81 +235,68 @@ class StreamNet:
         self.offsets[:] = 0.0
         self.centre()
 
-    def forward(self, x: np.ndarray, slot: int = 0) -> tuple[np.ndarray, list]:
-        """Q-values of one normalised observation (float32) and the cache the backward pass needs.
-
-        The cache holds each layer's input (with its trailing 1), its post-LayerNorm values and
-        1/sigma, in buffers preallocated per `slot`: the act-time forward (slot 0) must survive
-        the target forward (slot 1) until the update reads it. LayerNorm needs no centring (the
-        blocks are centred); scalar arithmetic runs on Python floats, cheaper than numpy scalars.
-        """
-        first, hidden, head = self._plan(slot)
-        first[:] = x
-        cache = []
-        for block, n, layernorm, act, z, h, body in hidden:
-            np.dot(block, h, out=z)
-            inv = None
-            if layernorm:
-                inv = 1.0 / math.sqrt(float(np.dot(z, z)) / n + 1e-5)
-                z *= inv
-            cache.append((h, z, inv))
-            if act == 0:
-                np.maximum(z, z * SLOPE, out=body)  # = LeakyReLU for a slope below 1
-            elif act == 1:
-                np.maximum(z, np.float32(0), out=body)
-            else:
-                np.tanh(z, out=body)
-        block, h = head
-        cache.append((h, None, None))
-        return np.dot(block, h), cache  # the Q-values: a new array, callers keep it
-
-    def _plan(self, slot: int) -> tuple:
-        """Per slot: the input view, per hidden layer (block, n_out, layernorm, activation code, output
-        buffer, its input buffer, the next input's view), and the head (block, its input buffer)."""
-        plan = self._buffers.get(slot)
+    def plan(self, slot: int) -> Plan:
+        plan = self._plans.get(slot)
         if plan is None:
-            inputs = []
-            for s in self.specs:
-                h = np.empty(s.n_in + 1, np.float32)
-                h[-1] = 1.0
-                inputs.append(h)
-            hidden = [
-                (
-                    self.blocks[i],
-                    s.n_out,
-                    s.layernorm,
-                    ACTIVATIONS.index(s.activation),
-                    np.empty(s.n_out, np.float32),
-                    inputs[i],
-                    inputs[i + 1][:-1],
-                )
-                for i, s in enumerate(self.specs[:-1])
-            ]
-            plan = self._buffers[slot] = (inputs[0][:-1], hidden, (self.blocks[-1], inputs[-1]))
+            plan = self._plans[slot] = Plan(self)
         return plan
 
-    def add_grad(self, cache: list, action: int, out: list[np.ndarray]) -> None:
-        """Add d Q[action] / d theta to `out` (block views from `views`), from a `forward` cache."""
-        out[-1][action] += cache[-1][0]
-        gh = self._weights[-1][action]
-        for i, act, layernorm, n, weight in self._backward:
-            h, y, inv = cache[i]
-            if act == 0:  # LeakyReLU: derivative 1 above 0, the slope at and below 0 (as the spec asks)
-                gy = gh * np.maximum(np.sign(y), SLOPE)
-            elif act == 1:
-                gy = gh * (y > 0)
-            else:
-                gy = gh * (np.float32(1) - np.tanh(y) ** 2)
-            if layernorm:
-                gy -= float(_sum(gy)) / n
-                gy -= y * np.float32(float(np.dot(gy, y)) / n)
-                gy *= inv
-            out[i] += gy[:, None] * h
-            if i:
-                gh = np.dot(gy, weight)
+    def forward(self, x: np.ndarray, slot: int = 0, keep: bool = True) -> tuple[np.ndarray, Plan]:
+        """Q-values of one normalised observation (float32) and the slot's plan, the backward's cache.
 
-    def grad(self, cache: list, action: int) -> np.ndarray:
-        """d Q[action] / d theta as a new flat float32 array (theta's layout)."""
-        g = np.zeros_like(self.theta)
-        self.add_grad(cache, action, self.views(g))
-        return g
+        `keep=False` (a target, never differentiated) skips the activation derivatives. Array
+        methods (`a.dot`) rather than `np.dot`: they skip the array-function dispatch.
+        """
+        plan = self._plans.get(slot) or self.plan(slot)
+        plan.x[:] = x
+        scales = plan.scales
+        sign, multiply, maximum = np.sign, np.multiply, np.maximum
+        for i, block, h, _, z, d, out, width, layernorm, tanh, floor, inv in plan.hidden:
+            block.dot(h, z)
+            if layernorm:
+                scale = 1.0 / math.sqrt(float(z.dot(z)) / width + LN_EPS)
+                scales[i] = scale
+                inv[()] = scale
+            if tanh:
+                multiply(z, inv, out)
+                np.tanh(out, out)
+                if keep:
+                    multiply(out, out, d)
+                    np.subtract(1.0, d, d)
+            elif keep:  # d = 1 above zero, the floor (LeakyReLU's slope, ReLU's 0) at and below it
+                sign(z, d)
+                maximum(d, floor, out=d)
+                multiply(z, d, out)
+                if layernorm:
+                    multiply(out, inv, out)  # LeakyReLU(z / sigma) = LeakyReLU(z) / sigma
+            else:
+                if layernorm:
+                    multiply(z, inv, z)
+                multiply(z, floor, d)
+                maximum(z, d, out=out)
+        return plan.head_block.dot(plan.head_x), plan  # the Q-values: a new array, callers keep it
+
+    def gradient(self, plan: Plan, action: int) -> np.ndarray:
+        """d Q[action] / d theta from `forward`'s plan, in theta's layout (a buffer the next call overwrites)."""
+        plan.one_hot[action].dot(plan.head_x_row, self._grad_blocks[-1])
+        gh = self._head_rows[action]
+        scales = plan.scales
+        multiply = np.multiply
+        for i, gy, m, m12, k, gz, gz_col, x_row, grad, d, width, layernorm, block, gx, gh_prev in plan.backward:
+            if layernorm:
+                multiply(gh, d, gy)
+                total, dot_z = m12.dot(gy).tolist()
+                scale = scales[i]
+                k[0], k[1], k[2] = scale, -scale * total / width, -(scale**3) * dot_z / width
+                k.dot(m, gz)
+            else:
+                multiply(gh, d, gz)
+            gz_col.dot(x_row, grad)
+            if gx is not None:
+                gz.dot(block, gx)  # the centred block is exact here: gz sums to zero
+                gh = gh_prev
+        return self._grad
+
+    def activation_inputs(self, plan: Plan) -> list[np.ndarray]:
+        """Each hidden layer's activation input y (after LayerNorm) in `plan`: where the kinks are."""
+        return [h.z * _F32(plan.scales[h.index]) for h in plan.hidden]

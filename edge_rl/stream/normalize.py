@@ -15,12 +15,12 @@ EPS = 1e-8
 
 
 class Welford:
-    """Running mean and sample variance of vectors (or scalars, shape ())."""
+    """Running mean and sample variance of vectors, or of Python floats for shape () (the reward scaler)."""
 
     def __init__(self, shape: tuple[int, ...] = ()) -> None:
         self.count = 0
-        self.mean = np.zeros(shape, np.float64)
-        self.m2 = np.zeros(shape, np.float64)
+        self.mean: np.ndarray | float = np.zeros(shape, np.float64) if shape else 0.0
+        self.m2: np.ndarray | float = np.zeros(shape, np.float64) if shape else 0.0
 
     def update(self, x: np.ndarray | float) -> None:
         self.count += 1
@@ -29,8 +29,10 @@ class Welford:
         self.m2 = self.m2 + delta * (x - self.mean)
 
     @property
-    def var(self) -> np.ndarray:
-        return self.m2 / (self.count - 1) if self.count >= 2 else np.ones_like(self.m2)
+    def var(self) -> np.ndarray | float:
+        if self.count >= 2:
+            return self.m2 / (self.count - 1)
+        return np.ones_like(self.m2) if isinstance(self.m2, np.ndarray) else 1.0
 
 
 class ObservationNormalizer:
@@ -38,33 +40,38 @@ class ObservationNormalizer:
 
     def __init__(self, size: int, raw_tail: int = 0) -> None:
         self.size, self.raw_tail = size, raw_tail
-        self.stats = Welford((size - raw_tail,))
+        n = size - raw_tail
+        self.stats = Welford((n,))
+        self._delta, self._step, self._centred = (np.empty(n) for _ in range(3))
+        self._out = np.empty(size)  # float64: a ufunc writing float32 from float64 inputs takes a slow path
+        self._head, self._tail = self._out[:n], self._out[n:]
+        self._inv_count, self._inv_dof = np.zeros(()), np.zeros(())  # 0-d: cheaper in a ufunc than a float
+        self._eps = np.array(EPS)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """Count `obs` once and return it normalised (float32).
+        """Count `obs` (a float64 vector of `size` features) once and return it normalised (float32).
 
-        The Welford update written out so that x - mean(new) serves both the M2 update and the
-        output: this runs on every control step.
+        The Welford update written out on preallocated buffers, so that x - mean(new) serves both
+        the M2 update and the output: this runs on every control step.
         """
-        x = np.asarray(obs, np.float64).ravel()
-        n = self.size - self.raw_tail
-        head = x[:n] if self.raw_tail else x
-        stats = self.stats
+        n, stats = self.size - self.raw_tail, self.stats
+        head = obs[:n] if self.raw_tail else obs
+        delta, step, centred, std = self._delta, self._step, self._centred, self._head
         stats.count += 1
-        delta = head - stats.mean
-        stats.mean += delta * (1.0 / stats.count)
-        centred = head - stats.mean
-        stats.m2 += delta * centred
+        np.subtract(head, stats.mean, delta)
+        self._inv_count[()] = 1.0 / stats.count
+        np.add(stats.mean, np.multiply(delta, self._inv_count, step), stats.mean)
+        np.subtract(head, stats.mean, centred)
+        np.add(stats.m2, np.multiply(delta, centred, step), stats.m2)
         if stats.count >= 2:
-            centred /= np.sqrt(stats.m2 * (1.0 / (stats.count - 1)) + EPS)
+            self._inv_dof[()] = 1.0 / (stats.count - 1)
+            np.sqrt(np.add(np.multiply(stats.m2, self._inv_dof, std), self._eps, std), std)
+            np.divide(centred, std, std)
         else:
-            centred /= np.sqrt(1.0 + EPS)
-        if not self.raw_tail:
-            return centred.astype(np.float32)
-        out = np.empty(self.size, np.float32)
-        out[:n] = centred
-        out[n:] = x[n:]
-        return out
+            np.divide(centred, math.sqrt(1.0 + EPS), std)
+        if self.raw_tail:
+            self._tail[:] = obs[n:]
+        return self._out.astype(np.float32)
 
 
 class RewardScaler:
@@ -76,6 +83,6 @@ class RewardScaler:
         self.stats = Welford()
 
     def __call__(self, reward: float, done: bool) -> float:
-        self.u = self.gamma * (1.0 - float(done)) * self.u + reward
+        self.u = reward if done else self.gamma * self.u + reward
         self.stats.update(self.u)
-        return reward / math.sqrt(float(self.stats.var) + EPS)
+        return reward / math.sqrt(self.stats.var + EPS)

@@ -44,7 +44,8 @@ class TorchStreamNet(nn.Module):
 
 
 class TorchStreamQ:
-    """The torch learner; `step_record` holds the last update's inputs and outputs for the tests."""
+    """The torch learner; with `record=True`, `step_record` holds the last update's inputs and outputs
+    (the equivalence tests' fixture; off by default, so benchmarks time the algorithm alone)."""
 
     def __init__(
         self,
@@ -60,8 +61,10 @@ class TorchStreamQ:
         eps_decay_steps: int = 25_000,
         raw_tail: int = 0,
         seed: int = 0,
+        record: bool = False,
     ) -> None:
         torch.set_num_threads(1)
+        self.record = record
         self.n_actions, self.gamma, self.lam, self.kappa, self.lr = n_actions, gamma, lam, kappa, lr
         self.eps_start, self.eps_end, self.eps_decay_steps = eps_start, eps_end, eps_decay_steps
         self.net = TorchStreamNet([obs_dim, *hidden, n_actions])
@@ -102,24 +105,22 @@ class TorchStreamQ:
         next_state = torch.from_numpy(self.normalizer(x))
         r = self.rewards(float(reward), done)
         params = list(self.net.parameters())
-        record = {
-            "theta": [p.detach().clone() for p in params],
-            "trace": [z.clone() for z in self.traces],
-            "state": self.state.clone(),
-            "action": action,
-            "reward": r,
-            "next_state": next_state.clone(),
-            "done": done,
-            "nongreedy": nongreedy,
-        }
+        before = None
+        if self.record:
+            before = {
+                "theta": [p.detach().clone() for p in params],
+                "trace": [z.clone() for z in self.traces],
+                "state": self.state.clone(),
+                "action": action,
+                "reward": r,
+                "next_state": next_state.clone(),
+                "done": done,
+                "nongreedy": nongreedy,
+            }
         delta = self.update(q, action, r, next_state, done, nongreedy)
-        record.update(
-            delta=delta,
-            alpha=self.alpha,
-            theta_after=[p.detach().clone() for p in params],
-            trace_after=[z.clone() for z in self.traces],
-        )
-        self.step_record = record
+        if before is not None:
+            before.update(delta=delta, alpha=self.alpha, theta_after=[p.detach().clone() for p in params])
+            self.step_record = {**before, "trace_after": [z.clone() for z in self.traces]}
         self.state, self.raw = (None, None) if done else (next_state, x)
         return delta
 
