@@ -11,6 +11,7 @@ from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler
 from edge_rl.stream.protocol import stream_cartpole
 
 torch = pytest.importorskip("torch")
+nn_functional = torch.nn.functional
 from edge_rl.train.stream_torch import TorchStreamQ  # noqa: E402
 
 
@@ -171,6 +172,42 @@ def test_bad_input_is_refused_and_loses_nothing() -> None:
     assert learner.normalizer.stats.count == before[1]
     with pytest.raises(ValueError, match="raw_tail"):
         StreamQ(5, 2, raw_tail=6)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [(6, 16, True, "leaky_relu"), (16, 8, True, "leaky_relu")],
+        [(6, 16, False, "relu"), (16, 8, False, "relu")],
+        [(6, 16, True, "tanh"), (16, 8, False, "leaky_relu")],
+        [(6, 16, False, "tanh"), (16, 8, True, "relu")],
+    ],
+)
+def test_gradient_matches_autograd_for_every_layer_kind(layers) -> None:
+    """The hand-written backward (LayerNorm as one 3-term product, centred blocks) against torch autograd."""
+    from edge_rl.stream.network import LayerSpec, StreamNet
+
+    net = StreamNet([LayerSpec(*spec) for spec in layers] + [LayerSpec(8, 3, False, None)])
+    rng = np.random.default_rng(0)
+    net.theta[:] = rng.normal(size=net.theta.size) * 0.5
+    net.centre()
+    params = [torch.tensor(p, requires_grad=True) for i in range(3) for p in (net.weight(i), net.bias(i))]
+    for trial in range(20):
+        x = rng.normal(size=6).astype(np.float32)
+        q, plan = net.forward(x)
+        h = torch.from_numpy(x)
+        for i, (_, n_out, layernorm, activation) in enumerate(layers):
+            h = h @ params[2 * i].T + params[2 * i + 1]
+            h = nn_functional.layer_norm(h, (n_out,), eps=1e-5) if layernorm else h
+            h = {"leaky_relu": lambda t: nn_functional.leaky_relu(t, 0.01), "relu": torch.relu, "tanh": torch.tanh}[
+                activation
+            ](h)
+        want_q = h @ params[4].T + params[5]
+        np.testing.assert_allclose(q, want_q.detach().numpy(), rtol=1e-5, atol=1e-5)
+        action = trial % 3
+        want = flat(torch.autograd.grad(want_q[action], params))
+        got = net.torch_order(net.gradient(plan, action))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(want).max()))
 
 
 def test_layernorm_blocks_stay_centred_while_learning() -> None:
