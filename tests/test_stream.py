@@ -33,25 +33,29 @@ def test_sparse_init_zeroes_ceil_ninety_percent_per_unit() -> None:
     assert (q == 0).all()
 
 
-def test_normaliser_and_reward_scaler_match_prefix_statistics() -> None:
+@pytest.mark.parametrize("features", [3, 24])  # the scalar path (<= 16 features) and the array path
+def test_normaliser_and_reward_scaler_match_prefix_statistics(features: int) -> None:
     rng = np.random.default_rng(1)
-    obs = rng.normal(size=(400, 3)) * [1.0, 10.0, 0.1] + [0.0, 5.0, -2.0]
+    obs = rng.normal(size=(400, features)) * rng.uniform(0.1, 10.0, features) + rng.uniform(-5, 5, features)
     rewards = rng.normal(size=400)
     dones = rng.random(400) < 0.05
-    normalizer, scaler = ObservationNormalizer(4, raw_tail=1), RewardScaler(0.99)
+    normalizer, scaler = ObservationNormalizer(features + 1, raw_tail=1), RewardScaler(0.99)
     u, us = 0.0, []
     for i in range(400):
         x = np.append(obs[i], 0.25)
         got = normalizer(x)
+        assert got.dtype == np.float32 and got.shape == (features + 1,)
         prefix = obs[: i + 1]
-        var = prefix.var(axis=0, ddof=1) if i >= 1 else np.ones(3)
+        var = prefix.var(axis=0, ddof=1) if i >= 1 else np.ones(features)
         want = (obs[i] - prefix.mean(axis=0)) / np.sqrt(var + 1e-8)
-        np.testing.assert_allclose(got[:3], want, rtol=1e-6, atol=1e-6)
-        assert got[3] == np.float32(0.25)  # the raw tail passes untouched
+        np.testing.assert_allclose(got[:features], want, rtol=1e-6, atol=1e-6)
+        assert got[features] == np.float32(0.25)  # the raw tail passes untouched
         u = 0.99 * (1 - dones[i]) * u + rewards[i]
         us.append(u)
         u_var = np.var(us, ddof=1) if i >= 1 else 1.0
         assert abs(scaler(rewards[i], bool(dones[i])) - rewards[i] / math.sqrt(u_var + 1e-8)) <= 1e-9
+    np.testing.assert_allclose(normalizer.stats.mean, obs.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(normalizer.stats.var, obs.var(axis=0, ddof=1), rtol=1e-10)
 
 
 def synced_pair(seed: int) -> tuple[StreamQ, TorchStreamQ]:

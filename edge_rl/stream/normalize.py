@@ -8,6 +8,7 @@ them would act differently). Statistics are kept in float64.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -35,43 +36,46 @@ class Welford:
         return np.ones_like(self.m2) if isinstance(self.m2, np.ndarray) else 1.0
 
 
+def normalise_step(x: Any, mean: Any, m2: Any, count: int) -> tuple[Any, Any, Any]:
+    """One Welford update with x (count includes it) and x normalised by the updated statistics.
+
+    The same expression serves Python floats and numpy arrays: `ObservationNormalizer` runs it
+    per feature on floats for small observations and once on arrays for large ones.
+    """
+    delta = x - mean
+    mean = mean + delta / count
+    centred = x - mean
+    m2 = m2 + delta * centred
+    var = m2 / (count - 1) if count >= 2 else 1.0
+    return mean, m2, centred / (var + EPS) ** 0.5
+
+
 class ObservationNormalizer:
-    """x_hat = (x - mean) / sqrt(var + 1e-8), updated with x first; the last `raw_tail` features pass raw."""
+    """x_hat = (x - mean) / sqrt(var + 1e-8), updated with x first; the last `raw_tail` features pass raw.
+
+    Up to `SCALAR_FEATURES` normalised features the update runs on Python floats: a numpy call
+    costs ~0.4 us whatever its size, a float operation ~0.02 us, and this runs every control step.
+    """
+
+    SCALAR_FEATURES = 16
 
     def __init__(self, size: int, raw_tail: int = 0) -> None:
         self.size, self.raw_tail = size, raw_tail
-        n = size - raw_tail
-        self.stats = Welford((n,))
-        self._delta, self._step, self._centred = (np.empty(n) for _ in range(3))
-        self._out = np.empty(size)  # float64: a ufunc writing float32 from float64 inputs takes a slow path
-        self._head, self._tail = self._out[:n], self._out[n:]
-        self._inv_count, self._inv_dof = np.zeros(()), np.zeros(())  # 0-d: cheaper in a ufunc than a float
-        self._eps = np.array(EPS)
+        self.stats = Welford((size - raw_tail,))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """Count `obs` (a float64 vector of `size` features) once and return it normalised (float32).
-
-        The Welford update written out on preallocated buffers, so that x - mean(new) serves both
-        the M2 update and the output: this runs on every control step.
-        """
+        """Count `obs` (a float64 vector of `size` features) once and return it normalised (float32)."""
         n, stats = self.size - self.raw_tail, self.stats
-        head = obs[:n] if self.raw_tail else obs
-        delta, step, centred, std = self._delta, self._step, self._centred, self._head
         stats.count += 1
-        np.subtract(head, stats.mean, delta)
-        self._inv_count[()] = 1.0 / stats.count
-        np.add(stats.mean, np.multiply(delta, self._inv_count, step), stats.mean)
-        np.subtract(head, stats.mean, centred)
-        np.add(stats.m2, np.multiply(delta, centred, step), stats.m2)
-        if stats.count >= 2:
-            self._inv_dof[()] = 1.0 / (stats.count - 1)
-            np.sqrt(np.add(np.multiply(stats.m2, self._inv_dof, std), self._eps, std), std)
-            np.divide(centred, std, std)
-        else:
-            np.divide(centred, math.sqrt(1.0 + EPS), std)
-        if self.raw_tail:
-            self._tail[:] = obs[n:]
-        return self._out.astype(np.float32)
+        if n <= self.SCALAR_FEATURES:
+            values, means, m2s = obs.tolist(), stats.mean.tolist(), stats.m2.tolist()
+            for i in range(n):
+                means[i], m2s[i], values[i] = normalise_step(values[i], means[i], m2s[i], stats.count)
+            stats.mean[:], stats.m2[:] = means, m2s
+            return np.array(values, np.float32)  # the raw tail passes as it came
+        out = obs.astype(np.float32)
+        stats.mean, stats.m2, out[:n] = normalise_step(obs[:n], stats.mean, stats.m2, stats.count)
+        return out
 
 
 class RewardScaler:
