@@ -84,10 +84,10 @@ def one_run(name: str, mode: str, seed: int, steps: int, switch: int) -> dict:
 
 def reference_best(name: str) -> float | None:
     """The best success rate the shifted env allows, where it is known (AntiJam's `best_success_rate`)."""
-    import gymnasium as gym
+    from edge_rl.gymenv import make_env
 
     env_id, kwargs, shifted, _ = SCENARIOS[name]
-    env = gym.make(env_id, **{**kwargs, **shifted})
+    env = make_env(env_id, {**kwargs, **shifted})
     best = getattr(env.unwrapped, "best_success_rate", None)
     env.close()
     return None if best is None else float(best)
