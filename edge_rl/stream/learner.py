@@ -108,13 +108,12 @@ class StreamQ:
         return max(self.eps_start + (self.eps_end - self.eps_start) * frac, self.eps_end)
 
     def _check(self, obs: np.ndarray) -> np.ndarray:
+        """`obs` as a float64 vector of the right size (the normaliser refuses NaN and infinity)."""
         x = np.asarray(obs, np.float64)
         if x.ndim != 1:
             x = x.ravel()
         if x.shape[0] != self.obs_dim:
             raise BadInput(f"observation has {x.size} features, the learner takes {self.obs_dim}")
-        if not math.isfinite(x.dot(x)):  # inf/NaN in x (or |x| > 1e154) make x.x non-finite
-            raise BadInput("observation contains NaN or infinity")
         return x
 
     def act(self, obs: np.ndarray) -> int:
@@ -136,6 +135,8 @@ class StreamQ:
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q-values of `obs` under the current normalisation, without counting it or learning."""
         x = self._check(obs)
+        if not math.isfinite(x.dot(x)):  # inf/NaN in x (or |x| > 1e154) make x.x non-finite
+            raise BadInput("observation contains NaN or infinity")
         head = x[: self.obs_dim - self.raw_tail]
         stats = self.normalizer.stats
         normed = np.concatenate([(head - stats.mean) / np.sqrt(stats.var + 1e-8), x[len(head) :]]).astype(np.float32)
@@ -149,11 +150,11 @@ class StreamQ:
             raise BadInput("observe() needs a preceding act()")
         if not math.isfinite(reward):
             raise BadInput(f"reward {reward} is not finite")
-        x = self._check(next_obs)  # before anything changes: a refused step leaves the learner as it was
+        x = self._check(next_obs)
+        next_state = self.normalizer(x)  # refuses bad values before it changes: a refused step changes nothing
         q, cache, action, nongreedy = self._pending
         self._pending = None
         done = bool(terminated or truncated)
-        next_state = self.normalizer(x)
         r = self.rewards(float(reward), done) if self.scale_rewards else float(reward)
         self.last = td_update(self, q, cache, action, r, next_state, done, nongreedy)
         self._state, self._raw = (None, None) if done else (next_state, x)

@@ -250,11 +250,11 @@ class StreamNet:
         plan = self._plans.get(slot) or self.plan(slot)
         plan.x[:] = x
         scales = plan.scales
-        sign, multiply, maximum = np.sign, np.multiply, np.maximum
+        sign, multiply, fmax, sqrt = np.sign, np.multiply, np.fmax, math.sqrt  # fmax: maximum, positional out
         for i, block, h, _, z, d, out, width, layernorm, tanh, floor, inv in plan.hidden:
             block.dot(h, z)
             if layernorm:
-                scale = 1.0 / math.sqrt(float(z.dot(z)) / width + LN_EPS)
+                scale = 1.0 / sqrt(float(z.dot(z)) / width + LN_EPS)
                 scales[i] = scale
                 inv[()] = scale
             if tanh:
@@ -265,7 +265,7 @@ class StreamNet:
                     np.subtract(1.0, d, d)
             elif keep:  # d = 1 above zero, the floor (LeakyReLU's slope, ReLU's 0) at and below it
                 sign(z, d)
-                maximum(d, floor, out=d)
+                fmax(d, floor, d)
                 multiply(z, d, out)
                 if layernorm:
                     multiply(out, inv, out)  # LeakyReLU(z / sigma) = LeakyReLU(z) / sigma
@@ -273,7 +273,7 @@ class StreamNet:
                 if layernorm:
                     multiply(z, inv, z)
                 multiply(z, floor, d)
-                maximum(z, d, out=out)
+                fmax(z, d, out)
         return plan.head_block.dot(plan.head_x), plan  # the Q-values: a new array, callers keep it
 
     def gradient(self, plan: Plan, action: int) -> np.ndarray:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_rl.errors import BadInput
+
 EPS = 1e-8
 
 
@@ -64,15 +66,25 @@ class ObservationNormalizer:
         self.stats = Welford((size - raw_tail,))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """Count `obs` (a float64 vector of `size` features) once and return it normalised (float32)."""
+        """Count `obs` (a float64 vector of `size` features) once and return it normalised (float32).
+
+        Refuses NaN and infinity before anything changes: this is the first place that reads
+        every feature.
+        """
         n, stats = self.size - self.raw_tail, self.stats
-        stats.count += 1
         if n <= self.SCALAR_FEATURES:
-            values, means, m2s = obs.tolist(), stats.mean.tolist(), stats.m2.tolist()
+            values = obs.tolist()
+            if not math.isfinite(sum(values)):  # any NaN or infinity makes the sum NaN or infinite
+                raise BadInput("observation contains NaN or infinity")
+            stats.count += 1
+            means, m2s = stats.mean.tolist(), stats.m2.tolist()
             for i in range(n):
                 means[i], m2s[i], values[i] = normalise_step(values[i], means[i], m2s[i], stats.count)
             stats.mean[:], stats.m2[:] = means, m2s
             return np.array(values, np.float32)  # the raw tail passes as it came
+        if not math.isfinite(obs.dot(obs)):
+            raise BadInput("observation contains NaN or infinity")
+        stats.count += 1
         out = obs.astype(np.float32)
         stats.mean, stats.m2, out[:n] = normalise_step(obs[:n], stats.mean, stats.m2, stats.count)
         return out
