@@ -244,8 +244,9 @@ class StreamNet:
     def forward(self, x: np.ndarray, slot: int = 0, keep: bool = True) -> tuple[np.ndarray, Plan]:
         """Q-values of one normalised observation (float32) and the slot's plan, the backward's cache.
 
-        `keep=False` (a target, never differentiated) skips the activation derivatives. Array
-        methods (`a.dot`) rather than `np.dot`: they skip the array-function dispatch.
+        `keep=False` (a target, never differentiated) skips the activation derivatives and leaves
+        the slot unusable for `gradient`. Array methods (`a.dot`) rather than `np.dot`: they skip
+        the array-function dispatch.
         """
         plan = self._plans.get(slot) or self.plan(slot)
         plan.x[:] = x
