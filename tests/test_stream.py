@@ -163,6 +163,9 @@ def test_bad_input_is_refused_and_loses_nothing() -> None:
     learner = StreamQ(5, 2, raw_tail=1, seed=0)
     with pytest.raises(ValueError, match="needs a preceding act"):
         learner.observe(1.0, np.zeros(5), False, False)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        learner.act(np.array([0, 0, np.inf, 0, 0.0]))  # at the start: the observation the normaliser counts first
+    assert learner.steps == 0 and learner.normalizer.stats.count == 0
     x = np.zeros(5)
     learner.act(x)
     before = learner.net.theta.copy(), learner.normalizer.stats.count
