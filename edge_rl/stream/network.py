@@ -57,8 +57,7 @@ class _Hidden(NamedTuple):
     index: int
     block: np.ndarray  # [W | b] (n_out, n_in + 1): a view into theta
     x: np.ndarray  # the layer's input with its trailing 1
-    m: np.ndarray  # (3, n_out) rows [dQ/dy; ones; z]: the LayerNorm backward is k @ m
-    z: np.ndarray  # m[2]: the pre-activation (centred by construction for LayerNorm layers)
+    z: np.ndarray  # the pre-activation (centred by construction for LayerNorm layers)
     d: np.ndarray  # d activation / d y at the forward's y
     out: np.ndarray  # the activation: a view into the next layer's input
     width: int
@@ -73,7 +72,7 @@ class _Backward(NamedTuple):
 
     index: int
     gy: np.ndarray  # m[0]
-    m: np.ndarray
+    m: np.ndarray  # (3, n_out) rows [dQ/dy; ones; z]: the LayerNorm backward is k @ m
     m12: np.ndarray  # m[1:]: [ones; z] @ gy = [sum(gy), gy . z]
     k: np.ndarray  # (3,) coefficients of the LayerNorm backward
     gz: np.ndarray  # dQ / dz
@@ -109,7 +108,6 @@ class Plan:
                 index=i,
                 block=net.blocks[i],
                 x=inputs[i],
-                m=m,
                 z=m[2],
                 d=np.empty(s.n_out, _F32),
                 out=inputs[i + 1][:-1],
@@ -236,6 +234,7 @@ class StreamNet:
         self.centre()
 
     def plan(self, slot: int) -> Plan:
+        """The buffers of `slot`, made on first use."""
         plan = self._plans.get(slot)
         if plan is None:
             plan = self._plans[slot] = Plan(self)
@@ -248,11 +247,11 @@ class StreamNet:
         the slot unusable for `gradient`. Array methods (`a.dot`) rather than `np.dot`: they skip
         the array-function dispatch.
         """
-        plan = self._plans.get(slot) or self.plan(slot)
+        plan = self.plan(slot)
         plan.x[:] = x
         scales = plan.scales
         sign, multiply, fmax, sqrt = np.sign, np.multiply, np.fmax, math.sqrt  # fmax: maximum, positional out
-        for i, block, h, _, z, d, out, width, layernorm, tanh, floor, inv in plan.hidden:
+        for i, block, h, z, d, out, width, layernorm, tanh, floor, inv in plan.hidden:
             block.dot(h, z)
             if layernorm:
                 scale = 1.0 / sqrt(float(z.dot(z)) / width + LN_EPS)

@@ -119,8 +119,13 @@ class TorchStreamQ:
             }
         delta = self.update(q, action, r, next_state, done, nongreedy)
         if before is not None:
-            before.update(delta=delta, alpha=self.alpha, theta_after=[p.detach().clone() for p in params])
-            self.step_record = {**before, "trace_after": [z.clone() for z in self.traces]}
+            before.update(
+                delta=delta,
+                alpha=self.alpha,
+                theta_after=[p.detach().clone() for p in params],
+                trace_after=[z.clone() for z in self.traces],
+            )
+            self.step_record = before
         self.state, self.raw = (None, None) if done else (next_state, x)
         return delta
 
