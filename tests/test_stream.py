@@ -159,6 +159,14 @@ def test_state_dict_continues_bit_for_bit() -> None:
     assert a.normalizer.stats.count == b.normalizer.stats.count
 
 
+def test_tampered_learner_state_is_refused() -> None:
+    state = StreamQ(5, 2, raw_tail=1, seed=0).state_dict()
+    for key, value in [("obs_mean", np.zeros(5)), ("obs_m2", np.array([0, np.nan, 0, 0.0])), ("theta", np.zeros(7))]:
+        bad = {"scalars": state["scalars"], "arrays": {**state["arrays"], key: value}}
+        with pytest.raises(ValueError, match="features|finite|sizes"):
+            StreamQ.from_state_dict(bad)
+
+
 def test_bad_input_is_refused_and_loses_nothing() -> None:
     learner = StreamQ(5, 2, raw_tail=1, seed=0)
     with pytest.raises(ValueError, match="needs a preceding act"):

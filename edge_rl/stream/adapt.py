@@ -75,10 +75,8 @@ def float_layers(policy: Policy) -> tuple[list[LayerSpec], list[tuple[np.ndarray
 
 def _seed_normalizer(learner: StreamQ, observation: ObservationSpec, prior_count: int) -> None:
     """Start the running statistics at the IR's mean and variance, as if `prior_count` samples had been seen."""
-    stats = learner.normalizer.stats
-    stats.count = prior_count
-    stats.mean = observation.mean.astype(np.float64).ravel().copy()
-    stats.m2 = observation.var.astype(np.float64).ravel() * (prior_count - 1)
+    mean, var = observation.mean.astype(np.float64), observation.var.astype(np.float64)
+    learner.normalizer.load(prior_count, mean, var * (prior_count - 1))
 
 
 class HeadStreamQ(StreamQ):

@@ -169,6 +169,7 @@ class StreamQ:
             raise BadInput("state_dict() between act() and observe(): save after observe")
         _, keys, pos, has_gauss, gauss = self.draws.get_state()
         specs = [[s.n_in, s.n_out, s.layernorm, s.activation] for s in self.net.specs]
+        obs_stats = self.normalizer.stats  # a copy
         scalars = {
             "obs_dim": self.obs_dim,
             "n_actions": self.n_actions,
@@ -186,7 +187,7 @@ class StreamQ:
             "scale_rewards": self.scale_rewards,
             "steps": self.steps,
             "layers": specs,
-            "obs_count": self.normalizer.stats.count,
+            "obs_count": obs_stats.count,
             "reward_count": self.rewards.stats.count,
             "reward_u": self.rewards.u,
             "reward_mean": float(self.rewards.stats.mean),
@@ -200,8 +201,8 @@ class StreamQ:
             "theta": self.net.theta.copy(),
             "offsets": self.net.offsets.copy(),
             "trace": self.trace.copy(),
-            "obs_mean": self.normalizer.stats.mean.copy(),
-            "obs_m2": self.normalizer.stats.m2.copy(),
+            "obs_mean": obs_stats.mean,
+            "obs_m2": obs_stats.m2,
             "rng_keys": np.asarray(keys, np.uint32).copy(),
         }
         if self._state is not None:
@@ -232,8 +233,7 @@ class StreamQ:
         learner.hidden = tuple(s["hidden"])
         learner.trace[:] = a["trace"]
         learner.steps = int(s["steps"])
-        obs_stats = learner.normalizer.stats
-        obs_stats.count, obs_stats.mean, obs_stats.m2 = int(s["obs_count"]), a["obs_mean"].copy(), a["obs_m2"].copy()
+        learner.normalizer.load(int(s["obs_count"]), a["obs_mean"], a["obs_m2"])
         rewards = learner.rewards
         rewards.u = float(s["reward_u"])
         rewards.stats = Welford()

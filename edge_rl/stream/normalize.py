@@ -18,7 +18,7 @@ EPS = 1e-8
 
 
 class Welford:
-    """Running mean and sample variance of vectors, or of Python floats for shape () (the reward scaler)."""
+    """Running mean and sample variance of Python floats (shape (), the reward scaler) or of vectors."""
 
     def __init__(self, shape: tuple[int, ...] = ()) -> None:
         self.count = 0
@@ -55,15 +55,35 @@ def normalise_step(x: Any, mean: Any, m2: Any, count: int) -> tuple[Any, Any, An
 class ObservationNormalizer:
     """x_hat = (x - mean) / sqrt(var + 1e-8), updated with x first; the last `raw_tail` features pass raw.
 
-    Up to `SCALAR_FEATURES` normalised features the update runs on Python floats: a numpy call
-    costs ~0.4 us whatever its size, a float operation ~0.02 us, and this runs every control step.
+    Up to `SCALAR_FEATURES` normalised features the statistics are lists of Python floats and the
+    update runs per feature: a numpy call costs ~0.4 us whatever its size, a float operation
+    ~0.02 us, and this runs every control step. `stats` is a snapshot in arrays either way.
     """
 
     SCALAR_FEATURES = 16
 
     def __init__(self, size: int, raw_tail: int = 0) -> None:
         self.size, self.raw_tail = size, raw_tail
-        self.stats = Welford((size - raw_tail,))
+        self.load(0, np.zeros(size - raw_tail), np.zeros(size - raw_tail))
+
+    @property
+    def stats(self) -> Welford:
+        """A copy of the running statistics (count, mean and m2 as float64 arrays; `var` derived)."""
+        snapshot = Welford((self.size - self.raw_tail,))
+        snapshot.count, snapshot.mean[:], snapshot.m2[:] = self.count, self._mean, self._m2
+        return snapshot
+
+    def load(self, count: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Continue from `count` samples with these per-feature means and sums of squared deviations."""
+        n = self.size - self.raw_tail
+        mean, m2 = np.asarray(mean, np.float64).ravel(), np.asarray(m2, np.float64).ravel()
+        if mean.shape != (n,) or m2.shape != (n,):
+            raise BadInput(f"normaliser statistics need {n} features, got {mean.size} and {m2.size}")
+        if count < 0 or not (np.isfinite(mean).all() and np.isfinite(m2).all() and (m2 >= 0).all()):
+            raise BadInput("normaliser statistics must be finite, with a count >= 0 and m2 >= 0")
+        self.count = int(count)
+        small = n <= self.SCALAR_FEATURES
+        self._mean, self._m2 = (mean.tolist(), m2.tolist()) if small else (mean.copy(), m2.copy())
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Count `obs` (a float64 vector of `size` features) once and return it normalised (float32).
@@ -71,22 +91,20 @@ class ObservationNormalizer:
         Refuses NaN and infinity before anything changes: this is the first place that reads
         every feature.
         """
-        n, stats = self.size - self.raw_tail, self.stats
-        if n <= self.SCALAR_FEATURES:
+        n, means, m2s = self.size - self.raw_tail, self._mean, self._m2
+        if isinstance(means, list):
             values = obs.tolist()
             if not math.isfinite(sum(values)):  # any NaN or infinity makes the sum NaN or infinite
                 raise BadInput("observation contains NaN or infinity")
-            stats.count += 1
-            means, m2s = stats.mean.tolist(), stats.m2.tolist()
+            self.count = count = self.count + 1
             for i in range(n):
-                means[i], m2s[i], values[i] = normalise_step(values[i], means[i], m2s[i], stats.count)
-            stats.mean[:], stats.m2[:] = means, m2s
+                means[i], m2s[i], values[i] = normalise_step(values[i], means[i], m2s[i], count)
             return np.array(values, np.float32)  # the raw tail passes as it came
         if not math.isfinite(obs.dot(obs)):
             raise BadInput("observation contains NaN or infinity")
-        stats.count += 1
+        self.count += 1
         out = obs.astype(np.float32)
-        stats.mean, stats.m2, out[:n] = normalise_step(obs[:n], stats.mean, stats.m2, stats.count)
+        self._mean, self._m2, out[:n] = normalise_step(obs[:n], means, m2s, self.count)
         return out
 
 
