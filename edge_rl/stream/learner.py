@@ -14,6 +14,7 @@ API contract: every raw observation enters the normaliser exactly once. `observe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler, Welfor
 
 def td_update(
     learner: StreamQ,
-    q: np.ndarray,
+    q: Sequence[float],
     cache: Plan,
     action: int,
     reward: float,
@@ -36,7 +37,7 @@ def td_update(
 ) -> dict[str, float]:
     """One stream Q(lambda) update of `learner.net` and `learner.trace` from a scaled transition.
 
-    `q`, `cache` are the act-time forward of the state; delta in float64 with pre-update
+    `q` (the Q-values, a list or array), `cache` are the act-time forward of the state; delta in float64 with pre-update
     parameters; the trace is stored unscaled; |z|_1 is one float32 BLAS sum (the reference
     sums each tensor in float32 too).
     """
@@ -97,7 +98,7 @@ class StreamQ:
         self._state: np.ndarray | None = None  # normalised current observation, None at start / after an episode
         self._raw: np.ndarray | None = None  # the raw observation `_state` came from
         self._given: object = None  # the object `observe` got it as: `act(next_obs)` is then an identity check
-        self._pending: tuple[np.ndarray, Plan, int, bool] | None = None  # (q, cache, action, nongreedy)
+        self._pending: tuple[list[float], Plan, int, bool] | None = None  # (q, cache, action, nongreedy)
         self.last: dict[str, float] = {}  # the last update's delta, alpha_eff, |z|_1: for telemetry and tests
 
     # -- acting ---------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class StreamQ:
         if self.draws.uniform() < self.epsilon:
             action = self.draws.integer(self.n_actions)
             nongreedy = action != greedy
-        self._pending = (q, cache, action, nongreedy)
+        self._pending = (values, cache, action, nongreedy)
         return action
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
