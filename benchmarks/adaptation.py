@@ -97,7 +97,8 @@ def summarize(rows: list[dict], switch: int, steps: int) -> list[dict]:
     """Per scenario and mode; "best" is the env's known optimum after the shift, else the best curve seen."""
     out = []
     for name in SCENARIOS:
-        key = "success_rate" if name != "linefollow" or rows[0]["success_rate"][0] is not None else "mean_return"
+        own = [r for r in rows if r["scenario"] == name]
+        key = "success_rate" if any(v is not None for r in own for v in r["success_rate"]) else "mean_return"
         curves = {}
         for mode in MODES:
             runs = [r for r in rows if r["scenario"] == name and r["mode"] == mode]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,6 +32,13 @@ def one_seed(seed: int, steps: int) -> dict:
     run = stream_cartpole(StreamQ(5, 2, raw_tail=1, seed=seed), steps, seed)
     solved = [s for r, s in zip(run.returns, run.end_steps, strict=True) if r >= CARTPOLE_LIMIT]
     return {"seed": seed, "early_mean": run.window_mean(0, 10_000), "first_solve": solved[0] if solved else None}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial rate: how much a solve count over n seeds says."""
+    p, d = k / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return centre - half, centre + half
 
 
 def main() -> None:
@@ -50,6 +58,9 @@ def main() -> None:
     solved = sum(r["first_solve"] is not None for r in rows)
     early_ok = all(25 <= r["early_mean"] <= 45 for r in rows)
     print(f"solved within {args.steps:,} steps: {solved}/{len(rows)}; every early mean in 25-45: {early_ok}")
+    low, high = wilson(solved, len(rows))
+    verdict = "met" if solved >= 0.8 * len(rows) and early_ok else "NOT met"
+    print(f"solve rate {solved / len(rows):.0%} (95 % interval {low:.0%}-{high:.0%}); reference bar >= 80 %: {verdict}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "stream_cartpole.json").write_text(
         json.dumps({"steps": args.steps, "rows": rows, "solved": solved}, indent=1)

@@ -12,6 +12,7 @@ refuses anything else with a `PolicyFormatError` that names the problem. Nothing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -210,10 +211,8 @@ class Policy:
 
     # -- persistence ----------------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> Path:
-        """Write policy.json + policy.safetensors into `directory` (created if needed), each atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def _parts(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The JSON document and the tensors that `save` writes."""
         obs = self.observation
         tensors = {f"observation.{k}": getattr(obs, k) for k in ("low", "high", "mean", "var")}
         layers_json = []
@@ -228,9 +227,29 @@ class Policy:
             "layers": layers_json,
             "metadata": self.metadata,
         }
+        return doc, tensors
+
+    def save(self, directory: str | Path) -> Path:
+        """Write policy.json + policy.safetensors into `directory` (created if needed), each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        doc, tensors = self._parts()
         save_tensors(directory / TENSOR_FILE, tensors, {"format": FORMAT})
         write_atomic(directory / JSON_FILE, json.dumps(doc, indent=2, allow_nan=False) + "\n")
         return directory
+
+    def digest(self) -> str:
+        """SHA-256 of what the policy computes (spec, layers, tensors; not its metadata): its identity.
+
+        A learner adapting this policy records it, so its saved state is restored only onto it.
+        """
+        doc, tensors = self._parts()
+        h = hashlib.sha256(json.dumps({**doc, "metadata": None}, sort_keys=True).encode())
+        for name in sorted(tensors):
+            array = np.ascontiguousarray(tensors[name])
+            h.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+            h.update(array.tobytes())
+        return h.hexdigest()
 
     @classmethod
     def load(cls, directory: str | Path) -> Policy:

@@ -15,6 +15,7 @@ from edge_rl.policy import ActionSpec, ObservationSpec, Policy
 from edge_rl.rollout import collect_states
 from edge_rl.stream import StreamQ
 from edge_rl.stream.protocol import run_stream
+from edge_rl.stream.state import load_state
 from quantize.convert import default_plan, quantize_policy
 
 
@@ -58,10 +59,11 @@ def test_fp32_policy_starts_as_itself(cartpole_states, mode: str) -> None:
     policy = relu_mlp((4, 32, 32, 2), 0, cartpole_states)
     learner = StreamQ.from_policy(policy, mode)
     assert learner.gamma == 0.97 and not learner.scale_rewards and learner.epsilon <= 0.05
-    q = np.stack([learner.q_values(s) for s in cartpole_states[:300]])
-    np.testing.assert_allclose(q, policy.q_values(cartpole_states[:300]), rtol=1e-4, atol=1e-4)
+    states = np.concatenate([cartpole_states[:300], cartpole_states[:30] * 50])  # and far out: the policy's clip
+    q = np.stack([learner.q_values(s) for s in states])
+    np.testing.assert_allclose(q, policy.q_values(states), rtol=1e-4, atol=1e-4)
     back = learner.to_policy()
-    np.testing.assert_allclose(back.q_values(cartpole_states[:300]), q, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(back.q_values(states), q, rtol=1e-4, atol=1e-4)
     assert back.metadata["adapted"] == mode and back.action.safe == 1
 
 
@@ -131,10 +133,15 @@ def test_adapt_command_writes_policy_state_curve(tmp_path: Path, cartpole_states
     report = json.loads((out / "adapt.json").read_text())
     assert report["mode"] == "full" and len(report["curve"]["step"]) == 6 and report["episodes"] > 0
     assert Policy.load(out).metadata["stream_steps"] == 3000
-    state = json.loads((out / "learner.json").read_text())
-    with np.load(out / "learner.npz", allow_pickle=False) as arrays:
-        restored = StreamQ.from_state_dict({"scalars": state, "arrays": dict(arrays)})
-    assert restored.steps == 3000
+    with pytest.raises(ValueError, match="pass that policy"):
+        load_state(out)
+    restored = load_state(out, Policy.load(src))
+    assert restored.steps == 3000 and restored.mode == "full"
+    assert restored.to_policy().digest() == Policy.load(out).digest()  # the source's spec, clip and action kept
+    other = tmp_path / "other"
+    relu_mlp((4, 16, 16, 2), 4, cartpole_states).save(other)
+    with pytest.raises(ValueError, match="another policy"):
+        load_state(out, Policy.load(other))
     assert main(["adapt", str(src), "--steps", "0", "--mode", "head", "--out", str(out)]) == 2
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses a malformed shift with one line
         main(["adapt", str(src), "--steps", "10", "--mode", "head", "--out", str(out), "--shift", "soon"])
@@ -169,9 +176,13 @@ def test_head_learner_state_restores_on_its_policy_bit_for_bit(cartpole_states) 
     a = StreamQ.from_policy(policy, "head")
     run_stream(a, "CartPole-v1", 1000, 0)
     state = a.state_dict()
-    with pytest.raises(ValueError, match="needs its policy"):
+    with pytest.raises(ValueError, match="pass that policy"):
         StreamQ.from_state_dict(state)
-    b = HeadStreamQ.restore(state, policy)
+    other = quantize_policy(relu_mlp((4, 32, 32, 2), 6, cartpole_states), cartpole_states, default_plan(3, "int8"))
+    with pytest.raises(ValueError, match="another policy"):
+        StreamQ.from_state_dict(state, other)  # same layer kinds and sizes, other weights
+    b = StreamQ.from_state_dict(state, policy)
+    assert isinstance(b, HeadStreamQ)
     for s in cartpole_states[:100]:
         assert a.act(s) == b.act(s)
         assert a.observe(1.0, s, False, False) == b.observe(1.0, s, False, False)

@@ -24,10 +24,11 @@ from edge_rl.policy import ActionSpec, ObservationSpec, Policy
 from edge_rl.qlayers import DenseBinary, DenseInt8, Dequantize, Quantize
 from edge_rl.stream.learner import StreamQ
 from edge_rl.stream.network import LayerSpec, StreamNet
-from edge_rl.stream.normalize import EPS
+from edge_rl.stream.normalize import ObservationNormalizer
 
 MODES = ("full", "head")
 PRIOR_COUNT = 10_000
+NO_CLIP = 1e30  # an exported policy without a clip (stream Q(lambda) normalises without one)
 ADAPT_DEFAULTS = {"eps_start": 0.05, "eps_end": 0.01, "eps_decay_steps": 10_000, "scale_rewards": False}
 
 
@@ -73,12 +74,6 @@ def float_layers(policy: Policy) -> tuple[list[LayerSpec], list[tuple[np.ndarray
     return specs, [(w, b) for w, b, _, _ in entries]
 
 
-def _seed_normalizer(learner: StreamQ, observation: ObservationSpec, prior_count: int) -> None:
-    """Start the running statistics at the IR's mean and variance, as if `prior_count` samples had been seen."""
-    mean, var = observation.mean.astype(np.float64), observation.var.astype(np.float64)
-    learner.normalizer.load(prior_count, mean, var * (prior_count - 1))
-
-
 class HeadStreamQ(StreamQ):
     """Stream Q(lambda) on a float linear head over a frozen body executed exactly as deployed."""
 
@@ -94,11 +89,11 @@ class HeadStreamQ(StreamQ):
         self.body = layers[: head_end - 1]
         if isinstance(head, DenseInt8):  # the head read int8 codes: give the float head their values
             self.body.append(Dequantize(head.input_scale, head.input_zero_point))
-        self.source = policy
         net = StreamNet([LayerSpec(weight.shape[1], weight.shape[0], False, None)])
         net.blocks[0][:, :-1], net.blocks[0][:, -1] = weight, bias
         n = weight.shape[1]
         super().__init__(n, weight.shape[0], hidden=(), net=net, raw_tail=n, **kwargs)
+        self.mode, self.source = "head", policy
         self._features: tuple[np.ndarray, np.ndarray] | None = None  # (raw observation, its features)
 
     def features(self, obs: np.ndarray) -> np.ndarray:
@@ -110,7 +105,7 @@ class HeadStreamQ(StreamQ):
         h = self.source.observation.normalize(flat)
         for layer in self.body:
             h = layer.forward(h)
-        self._features = (x, h[0].astype(np.float64))
+        self._features = (x.copy(), h[0].astype(np.float64))  # a copy: the caller may refill its buffer
         return self._features[1]
 
     def act(self, obs: np.ndarray) -> int:
@@ -122,28 +117,18 @@ class HeadStreamQ(StreamQ):
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         return super().q_values(self.features(obs))
 
-    def state_dict(self) -> dict[str, Any]:
-        """The head learner's state; the body is the deployed policy's, restored with `restore`."""
-        state = super().state_dict()
-        state["scalars"]["head_over"] = len(self.body)  # body layers (incl. a dequantize) under the head
-        return state
-
-    @classmethod
-    def restore(cls, state: dict[str, Any], policy: Policy) -> HeadStreamQ:
-        """A head learner continuing from `state` on top of `policy`'s body (the one it adapted)."""
-        learner = cls(policy)
-        if state["scalars"].get("head_over") != len(learner.body):
-            raise BadInput("this learner state is not a head adaptation of this policy")
-        plain = StreamQ.from_state_dict({**state, "scalars": {**state["scalars"], "head_over": None}})
-        learner.__dict__.update({k: v for k, v in plain.__dict__.items() if k not in ("body", "source")})
-        learner._features = None
-        return learner
-
 
 def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COUNT, **kwargs: Any) -> StreamQ:
-    """A learner starting from `policy`; keyword arguments override the adaptation defaults."""
+    """A learner starting from `policy`; keyword arguments override the adaptation defaults.
+
+    `prior_count` weighs the policy's observation statistics in the `full` learner's running
+    ones; the `head` learner sees the body's features, which it does not normalise.
+    """
     if mode not in MODES:
         raise BadInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    fixed = sorted({"hidden", "raw_tail", "net"} & kwargs.keys())
+    if fixed:
+        raise BadInput(f"the policy fixes {', '.join(fixed)}: adaptation takes only the learning settings")
     settings = {"gamma": float(policy.metadata.get("gamma", 0.99)), **ADAPT_DEFAULTS, **kwargs}
     if mode == "head":
         return HeadStreamQ(policy, **settings)
@@ -154,29 +139,34 @@ def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COU
     net.centre()
     hidden = tuple(s.n_out for s in specs[:-1])
     learner = StreamQ(policy.observation.size, policy.action.n, hidden=hidden, net=net, **settings)
-    _seed_normalizer(learner, policy.observation, prior_count)
-    learner.source = policy
+    obs = policy.observation
+    learner.normalizer = ObservationNormalizer(obs.size, clip=obs.clip, eps=obs.eps)  # as the policy normalises
+    learner.normalizer.load(prior_count, obs.mean.astype(np.float64), obs.var.astype(np.float64) * (prior_count - 1))
+    learner.mode, learner.source = "full", policy
     return learner
 
 
 def to_policy(learner: StreamQ) -> Policy:
     """The learner's current greedy policy as an IR; its normalisation is the learner's running one."""
-    source: Policy | None = getattr(learner, "source", None)
+    source: Policy | None = learner.source
     meta = {**(source.metadata if source else {}), "trainer": "stream_q", "gamma": learner.gamma}
-    meta["stream_steps"] = learner.steps
+    meta["stream_steps"], meta["adapted"] = learner.steps, learner.mode
     net = learner.net
     if isinstance(learner, HeadStreamQ):
         head = Dense(net.weight(0).copy(), net.bias(0).copy())
-        meta["adapted"] = "head"
         return Policy(source.observation, source.action, [*learner.body, head], meta)
-    stats, tail = learner.normalizer.stats, learner.raw_tail
+    normalizer, tail = learner.normalizer, learner.raw_tail
+    stats = normalizer.stats
     mean = np.concatenate([stats.mean, np.zeros(tail)])
     var = np.concatenate([stats.var, np.ones(tail)])
+    clip = NO_CLIP if normalizer.clip is None else normalizer.clip
     shape = source.observation.shape if source else (learner.obs_dim,)
     low = source.observation.low if source else np.full(shape, -np.inf)
     high = source.observation.high if source else np.full(shape, np.inf)
     names = source.observation.names if source else ()
-    observation = ObservationSpec(shape, low, high, mean.reshape(shape), var.reshape(shape), 1e30, EPS, names)
+    observation = ObservationSpec(
+        shape, low, high, mean.reshape(shape), var.reshape(shape), clip, normalizer.eps, names
+    )
     layers: list[Layer] = []
     for i, spec in enumerate(net.specs):
         layers.append(Dense(net.weight(i).copy(), net.bias(i).copy()))
@@ -184,5 +174,4 @@ def to_policy(learner: StreamQ) -> Policy:
             layers.append(LayerNorm(1e-5))
         if spec.activation is not None:
             layers.append(Activation(spec.activation, 0.01))
-    meta["adapted"] = "full" if source else "scratch"
     return Policy(observation, source.action if source else ActionSpec(learner.n_actions), layers, meta)

@@ -8,7 +8,8 @@ theta += alpha_eff delta z; trace reset after the update on episode end or a non
 
 API contract: every raw observation enters the normaliser exactly once. `observe` counts
 `next_obs`; `act` counts its `obs` only at the start and after an episode ended, so calling
-`act(next_obs)` right after `observe` reuses the normalised state.
+`act(next_obs)` right after `observe` reuses the normalised state (recognised as the same
+object: do not refill that array in between). Hyperparameters are fixed at construction.
 """
 
 from __future__ import annotations
@@ -21,38 +22,8 @@ import numpy as np
 
 from edge_rl.errors import BadInput
 from edge_rl.stream.draws import ActionDraws
-from edge_rl.stream.network import Plan, StreamNet
+from edge_rl.stream.network import LayerSpec, Plan, StreamNet
 from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler, Welford
-
-
-def td_update(
-    learner: StreamQ,
-    q: Sequence[float],
-    cache: Plan,
-    action: int,
-    reward: float,
-    next_state: np.ndarray,
-    done: bool,
-    nongreedy: bool,
-) -> dict[str, float]:
-    """One stream Q(lambda) update of `learner.net` and `learner.trace` from a scaled transition.
-
-    `q` (the Q-values, a list or array), `cache` are the act-time forward of the state; delta in float64 with pre-update
-    parameters; the trace is stored unscaled; |z|_1 is one float32 BLAS sum (the reference
-    sums each tensor in float32 too).
-    """
-    net, trace, scratch = learner.net, learner.trace, learner.scratch
-    target = reward if done else reward + learner.gamma * max(net.forward(next_state, 1, False)[0].tolist())
-    delta = target - float(q[action])
-    np.add(np.multiply(trace, learner.decay, trace), net.gradient(cache, action), trace)
-    z_norm = float(np.abs(trace, scratch).dot(learner.ones))
-    alpha = learner.lr / max(1.0, learner.lr * learner.kappa * max(abs(delta), 1.0) * z_norm)
-    step = learner.step_size
-    step[()] = alpha * delta
-    np.add(net.theta, np.multiply(trace, step, scratch), net.theta)
-    if done or nongreedy:
-        trace.fill(0.0)
-    return {"delta": delta, "alpha": alpha, "trace_l1": z_norm}
 
 
 class StreamQ:
@@ -100,6 +71,8 @@ class StreamQ:
         self._given: object = None  # the object `observe` got it as: `act(next_obs)` is then an identity check
         self._pending: tuple[list[float], Plan, int, bool] | None = None  # (q, cache, action, nongreedy)
         self.last: dict[str, float] = {}  # the last update's delta, alpha_eff, |z|_1: for telemetry and tests
+        self.mode = "scratch"  # or "full" / "head": adapting `source`, the deployed policy (`from_policy`)
+        self.source: Any = None
 
     # -- acting ---------------------------------------------------------------------------------
 
@@ -118,10 +91,15 @@ class StreamQ:
         return x
 
     def act(self, obs: np.ndarray) -> int:
-        """Epsilon-greedy action for `obs`; remembers the act-time forward for the next `observe`."""
-        if self._state is None or (obs is not self._given and not (self._check(obs) == self._raw).all()):
+        """Epsilon-greedy action for `obs`; remembers the act-time forward for the next `observe`.
+
+        `obs` is counted by the normaliser at the start, after an episode ended, and (a guard
+        beyond the reference rule) whenever it is not the `next_obs` the last `observe` counted.
+        """
+        if self._state is None or obs is not self._given:
             x = self._check(obs)
-            self._state, self._raw = self.normalizer(x), x
+            if self._state is None or not (x == self._raw).all():
+                self._state, self._raw = self.normalizer(x), x
         self.steps += 1
         q, cache = self.net.forward(self._state)
         values = q.tolist()
@@ -138,10 +116,7 @@ class StreamQ:
         x = self._check(obs)
         if not math.isfinite(x.dot(x)):  # inf/NaN in x (or |x| > 1e154) make x.x non-finite
             raise BadInput("observation contains NaN or infinity")
-        head = x[: self.obs_dim - self.raw_tail]
-        stats = self.normalizer.stats
-        normed = np.concatenate([(head - stats.mean) / np.sqrt(stats.var + 1e-8), x[len(head) :]]).astype(np.float32)
-        return self.net.forward(normed, 2, False)[0]
+        return self.net.forward(self.normalizer.apply(x), 2, False)[0]
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -157,37 +132,65 @@ class StreamQ:
         self._pending = None
         done = bool(terminated or truncated)
         r = self.rewards(float(reward), done) if self.scale_rewards else float(reward)
-        self.last = td_update(self, q, cache, action, r, next_state, done, nongreedy)
+        self.last = self.update(q, cache, action, r, next_state, done, nongreedy)
         self._state, self._raw = (None, None) if done else (next_state, x)
         self._given = None if done else next_obs
         return self.last["delta"]
 
+    def update(
+        self,
+        q: Sequence[float],
+        cache: Plan,
+        action: int,
+        reward: float,
+        next_state: np.ndarray,
+        done: bool,
+        nongreedy: bool,
+    ) -> dict[str, float]:
+        """One stream Q(lambda) update of the network and the trace from a scaled, normalised transition.
+
+        `q` (the Q-values, a list or array) and `cache` are the act-time forward of the state.
+        delta in float64 with pre-update parameters; the trace is stored unscaled; |z|_1 is one
+        float32 BLAS sum over all parameters (the reference sums per tensor in float32 and adds
+        the sums in float64: the same to float32 rounding).
+        """
+        net, trace, scratch = self.net, self.trace, self.scratch
+        target = reward if done else reward + self.gamma * max(net.forward(next_state, 1, False)[0].tolist())
+        delta = target - float(q[action])
+        np.add(np.multiply(trace, self.decay, trace), net.gradient(cache, action), trace)
+        z_norm = float(np.abs(trace, scratch).dot(self.ones))
+        alpha = self.lr / max(1.0, self.lr * self.kappa * max(abs(delta), 1.0) * z_norm)
+        step = self.step_size
+        step[()] = alpha * delta
+        np.add(net.theta, np.multiply(trace, step, scratch), net.theta)
+        if done or nongreedy:
+            trace.fill(0.0)
+        return {"delta": delta, "alpha": alpha, "trace_l1": z_norm}
+
     # -- persistence ----------------------------------------------------------------------------
+
+    HYPERPARAMETERS = (
+        *("gamma", "lam", "kappa", "lr"),
+        *("eps_start", "eps_end", "eps_decay_steps"),
+        *("seed", "scale_rewards"),
+    )  # what the constructor takes and the state carries
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays plus JSON-able scalars; `from_state_dict` continues bit for bit (between steps)."""
         if self._pending is not None:
             raise BadInput("state_dict() between act() and observe(): save after observe")
         _, keys, pos, has_gauss, gauss = self.draws.get_state()
-        specs = [[s.n_in, s.n_out, s.layernorm, s.activation] for s in self.net.specs]
         obs_stats = self.normalizer.stats  # a copy
         scalars = {
+            **{k: getattr(self, k) for k in self.HYPERPARAMETERS},
+            "mode": self.mode,
+            "source": None if self.source is None else self.source.digest(),
             "obs_dim": self.obs_dim,
             "n_actions": self.n_actions,
             "hidden": list(self.hidden),
-            "gamma": self.gamma,
-            "lam": self.lam,
-            "kappa": self.kappa,
-            "lr": self.lr,
-            "eps_start": self.eps_start,
-            "eps_end": self.eps_end,
-            "eps_decay_steps": self.eps_decay_steps,
             "raw_tail": self.raw_tail,
-            "seed": self.seed,
-            "sparsity": self.sparsity,
-            "scale_rewards": self.scale_rewards,
+            "layers": [[s.n_in, s.n_out, s.layernorm, s.activation] for s in self.net.specs],
             "steps": self.steps,
-            "layers": specs,
             "obs_count": obs_stats.count,
             "reward_count": self.rewards.stats.count,
             "reward_u": self.rewards.u,
@@ -211,39 +214,63 @@ class StreamQ:
         return {"scalars": scalars, "arrays": arrays}
 
     @classmethod
-    def from_state_dict(cls, d: dict[str, Any]) -> StreamQ:
-        from edge_rl.stream.network import LayerSpec
+    def from_state_dict(cls, d: dict[str, Any], policy: Any = None) -> StreamQ:
+        """The learner `state_dict` saved; a learner adapting a deployed policy needs that policy back.
 
+        The network is rebuilt from the saved layers (scratch) or from `policy` (full, head),
+        which must be the one adapted (its digest is in the state); then every piece of state
+        is checked against it and loaded.
+        """
+        s = d["scalars"]
+        settings = {k: s[k] for k in cls.HYPERPARAMETERS}
+        mode = s.get("mode", "scratch")
+        if mode == "scratch":
+            net = StreamNet([LayerSpec(int(i), int(o), bool(ln), act) for i, o, ln, act in s["layers"]])
+            hidden, raw_tail = tuple(s["hidden"]), int(s["raw_tail"])
+            learner = cls(int(s["obs_dim"]), int(s["n_actions"]), hidden, raw_tail=raw_tail, net=net, **settings)
+        else:
+            if policy is None:
+                raise BadInput(f"this learner state adapts a deployed policy ({mode}): pass that policy to restore it")
+            if s.get("source") != policy.digest():
+                raise BadInput("this learner state adapted another policy (its digest differs)")
+            learner = cls.from_policy(policy, mode, **settings)
+        learner._load(d)
+        return learner
+
+    def _load(self, d: dict[str, Any]) -> None:
+        """Fill this learner (built with the saved structure) with the saved state, refusing mismatches."""
         s, a = d["scalars"], d["arrays"]
-        if s.get("head_over"):
-            raise BadInput("a head-adaptation state needs its policy: HeadStreamQ.restore(state, policy)")
-        net = StreamNet([LayerSpec(int(i), int(o), bool(ln), act) for i, o, ln, act in s["layers"]])
-        if a["theta"].shape != net.theta.shape or a["trace"].shape != net.theta.shape:
-            raise BadInput("learner state: parameter and trace sizes do not match the layers")
-        net.theta[:] = a["theta"]
-        net.offsets[:] = a["offsets"]  # theta is stored centred: restoring both continues bit for bit
-        keys = ("hidden", "gamma", "lam", "kappa", "lr", "eps_start", "eps_end", "eps_decay_steps", "raw_tail", "seed")
-        learner = cls(
-            s["obs_dim"],
-            s["n_actions"],
-            net=net,
-            sparsity=s["sparsity"],
-            scale_rewards=s["scale_rewards"],
-            **{k: s[k] for k in keys},
-        )
-        learner.hidden = tuple(s["hidden"])
-        learner.trace[:] = a["trace"]
-        learner.steps = int(s["steps"])
-        learner.normalizer.load(int(s["obs_count"]), a["obs_mean"], a["obs_m2"])
-        rewards = learner.rewards
+        layers = [[sp.n_in, sp.n_out, sp.layernorm, sp.activation] for sp in self.net.specs]
+        if [list(layer) for layer in s["layers"]] != layers or (s["obs_dim"], s["n_actions"]) != (
+            self.obs_dim,
+            self.n_actions,
+        ):
+            raise BadInput("learner state: its layers do not match this network")
+        shapes = {"theta": self.net.theta.shape, "trace": self.net.theta.shape, "offsets": self.net.offsets.shape}
+        shapes["rng_keys"] = (624,)
+        if s["mid_episode"]:
+            shapes["state"] = shapes["raw"] = (self.obs_dim,)
+        for key, shape in shapes.items():
+            if key not in a or np.shape(a[key]) != shape:
+                raise BadInput(f"learner state: {key} is missing or not of shape {shape} (sizes do not match)")
+            if not np.isfinite(a[key]).all():
+                raise BadInput(f"learner state: {key} is not finite")
+        self.net.theta[:] = a["theta"]
+        self.net.offsets[:] = a["offsets"]  # theta is stored centred: restoring both continues bit for bit
+        self.trace[:] = a["trace"]
+        self.steps = int(s["steps"])
+        self.normalizer.load(int(s["obs_count"]), a["obs_mean"], a["obs_m2"])
+        rewards = self.rewards
         rewards.u = float(s["reward_u"])
         rewards.stats = Welford()
         rewards.stats.count = int(s["reward_count"])
         rewards.stats.mean, rewards.stats.m2 = float(s["reward_mean"]), float(s["reward_m2"])
-        learner.draws.set_state(("MT19937", a["rng_keys"], s["rng_pos"], s["rng_has_gauss"], s["rng_gauss"]))
+        self.draws.set_state(("MT19937", a["rng_keys"], s["rng_pos"], s["rng_has_gauss"], s["rng_gauss"]))
         if s["mid_episode"]:
-            learner._state, learner._raw = a["state"].copy(), a["raw"].copy()
-        return learner
+            self._state, self._raw = a["state"].astype(np.float32), a["raw"].astype(np.float64)
+        else:
+            self._state = self._raw = None
+        self._given, self._pending = None, None
 
     # -- deployed policies ------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ class Welford:
         return np.ones_like(self.m2) if isinstance(self.m2, np.ndarray) else 1.0
 
 
-def normalise_step(x: Any, mean: Any, m2: Any, count: int) -> tuple[Any, Any, Any]:
+def normalise_step(x: Any, mean: Any, m2: Any, count: int, eps: float = EPS) -> tuple[Any, Any, Any]:
     """One Welford update with x (count includes it) and x normalised by the updated statistics.
 
     The same expression serves Python floats and numpy arrays: `ObservationNormalizer` runs it
@@ -49,11 +49,15 @@ def normalise_step(x: Any, mean: Any, m2: Any, count: int) -> tuple[Any, Any, An
     centred = x - mean
     m2 = m2 + delta * centred
     var = m2 / (count - 1) if count >= 2 else 1.0
-    return mean, m2, centred / (var + EPS) ** 0.5
+    return mean, m2, centred / (var + eps) ** 0.5
 
 
 class ObservationNormalizer:
-    """x_hat = (x - mean) / sqrt(var + 1e-8), updated with x first; the last `raw_tail` features pass raw.
+    """x_hat = (x - mean) / sqrt(var + eps), updated with x first; the last `raw_tail` features pass raw.
+
+    Stream Q(lambda) normalises with eps 1e-8 and no clipping. A learner adapting a deployed
+    policy takes the policy's eps and clip instead, so it sees an input exactly as the deployed
+    policy does, also when a shifted environment sends values far outside the training range.
 
     Up to `SCALAR_FEATURES` normalised features the statistics are lists of Python floats and the
     update runs per feature: a numpy call costs ~0.4 us whatever its size, a float operation
@@ -62,8 +66,10 @@ class ObservationNormalizer:
 
     SCALAR_FEATURES = 16
 
-    def __init__(self, size: int, raw_tail: int = 0) -> None:
-        self.size, self.raw_tail = size, raw_tail
+    def __init__(self, size: int, raw_tail: int = 0, clip: float | None = None, eps: float = EPS) -> None:
+        if (clip is not None and not clip > 0) or not eps > 0:
+            raise BadInput(f"normaliser clip must be > 0 (or None) and eps > 0, got {clip} and {eps}")
+        self.size, self.raw_tail, self.clip, self.eps = size, raw_tail, clip, eps
         self.load(0, np.zeros(size - raw_tail), np.zeros(size - raw_tail))
 
     @property
@@ -91,20 +97,32 @@ class ObservationNormalizer:
         Refuses NaN and infinity before anything changes: this is the first place that reads
         every feature.
         """
-        n, means, m2s = self.size - self.raw_tail, self._mean, self._m2
+        n, means, m2s, eps = self.size - self.raw_tail, self._mean, self._m2, self.eps
         if isinstance(means, list):
             values = obs.tolist()
             if not math.isfinite(sum(values)):  # any NaN or infinity makes the sum NaN or infinite
                 raise BadInput("observation contains NaN or infinity")
             self.count = count = self.count + 1
             for i in range(n):
-                means[i], m2s[i], values[i] = normalise_step(values[i], means[i], m2s[i], count)
-            return np.array(values, np.float32)  # the raw tail passes as it came
-        if not math.isfinite(obs.dot(obs)):
-            raise BadInput("observation contains NaN or infinity")
-        self.count += 1
-        out = obs.astype(np.float32)
-        self._mean, self._m2, out[:n] = normalise_step(obs[:n], means, m2s, self.count)
+                means[i], m2s[i], values[i] = normalise_step(values[i], means[i], m2s[i], count, eps)
+            out = np.array(values, np.float32)  # the raw tail passes as it came
+        else:
+            if not math.isfinite(obs.dot(obs)):
+                raise BadInput("observation contains NaN or infinity")
+            self.count += 1
+            out = obs.astype(np.float32)
+            self._mean, self._m2, out[:n] = normalise_step(obs[:n], means, m2s, self.count, eps)
+        if self.clip is not None:
+            np.clip(out[:n], -self.clip, self.clip, out[:n])
+        return out
+
+    def apply(self, obs: np.ndarray) -> np.ndarray:
+        """`obs` normalised by the current statistics, without counting it (for looking, not learning)."""
+        stats, n = self.stats, self.size - self.raw_tail
+        out = np.asarray(obs, np.float64).astype(np.float32)
+        out[:n] = (obs[:n] - stats.mean) / np.sqrt(stats.var + self.eps)
+        if self.clip is not None:
+            np.clip(out[:n], -self.clip, self.clip, out[:n])
         return out
 
 

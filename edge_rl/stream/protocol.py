@@ -31,8 +31,8 @@ class StreamRun:
     successes: list[float] = field(default_factory=list)
 
     def window_mean(self, start: int, end: int) -> float:
-        """Mean return of the episodes that ended in [start, end) steps (NaN if none did)."""
-        values = [r for r, s in zip(self.returns, self.end_steps, strict=True) if start <= s < end]
+        """Mean return of the episodes that ended in (start, end] steps (NaN if none did), as `report.curve` bins."""
+        values = [r for r, s in zip(self.returns, self.end_steps, strict=True) if start < s <= end]
         return float(np.mean(values)) if values else float("nan")
 
 
@@ -45,29 +45,28 @@ def run_stream(
     time_limit: int | None = None,
     time_feature: bool = False,
     on_step: Callable[[int, Any], None] | None = None,
-    learn: bool = True,
     shift: tuple[int, dict[str, Any]] | None = None,
 ) -> StreamRun:
     """`steps` act/observe steps of `learner` (anything with act and observe) in a fresh env.
 
     With `time_feature`, t / time_limit - 0.5 is appended to each observation (t = steps since
-    reset). `learn=False` runs the same loop with the learner frozen (its `act` still explores
-    as scheduled unless it is a plain policy). `on_step(step, learner)` runs after each step.
+    reset; needs `time_limit`). `on_step(step, learner)` runs after each step.
     `shift=(step, {"attr": value})` sets attributes of the unwrapped env at that step: the
     mid-run change a deployed policy must adapt to (e.g. AntiJam's `jammer`).
     """
     import gymnasium as gym
 
+    if time_feature and not time_limit:
+        raise ValueError("the time feature t / time_limit - 0.5 needs a time_limit")
     env = (
         gym.make(env_id, max_episode_steps=time_limit, **(env_kwargs or {}))
         if time_limit
         else make_env(env_id, env_kwargs)
     )
-    limit = time_limit or 1
 
     def featured(obs: np.ndarray, t: int) -> np.ndarray:
         obs = np.asarray(obs, np.float64).ravel()
-        return np.append(obs, t / limit - 0.5) if time_feature else obs
+        return np.append(obs, t / time_limit - 0.5) if time_feature else obs
 
     run = StreamRun()
     obs, _ = env.reset(seed=seed)
@@ -84,8 +83,7 @@ def run_stream(
         if "success" in info:
             succ, reporting = succ + bool(info["success"]), reporting + 1
         next_x = featured(obs, t)
-        if learn:
-            learner.observe(float(reward), next_x, terminated, truncated)
+        learner.observe(float(reward), next_x, terminated, truncated)
         if terminated or truncated:
             run.returns.append(ret)
             run.lengths.append(t)

@@ -12,6 +12,7 @@ import numpy as np
 from edge_rl.atomic import write_atomic
 from edge_rl.stream.learner import StreamQ
 from edge_rl.stream.protocol import StreamRun, run_stream
+from edge_rl.stream.state import save_state
 
 
 def curve(run: StreamRun, steps: int, window: int) -> dict[str, list]:
@@ -28,17 +29,6 @@ def curve(run: StreamRun, steps: int, window: int) -> dict[str, list]:
         rate = float(success[mask].mean()) if success is not None and mask.any() else None
         points["success_rate"].append(rate)
     return points
-
-
-def save_state(learner: StreamQ, out: Path) -> None:
-    """learner.npz (arrays, no pickle) + learner.json (scalars): enough to continue bit for bit."""
-    state = learner.state_dict()
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, **state["arrays"])
-    write_atomic(out / "learner.npz", buffer.getvalue())
-    write_atomic(out / "learner.json", json.dumps(state["scalars"], indent=1) + "\n")
 
 
 def plot(points: dict[str, list], title: str, path: Path) -> bool:
@@ -81,7 +71,7 @@ def write_adaptation(
     points = curve(run, steps, window)
     learner.to_policy().save(out)
     save_state(learner, out)
-    mode = learner.to_policy().metadata.get("adapted")
+    mode = learner.mode
     report = {
         "env_id": env_id,
         "env_kwargs": env_kwargs,

@@ -111,6 +111,7 @@ class TorchStreamQ:
                 "theta": [p.detach().clone() for p in params],
                 "trace": [z.clone() for z in self.traces],
                 "state": self.state.clone(),
+                "q": q.detach().clone(),
                 "action": action,
                 "reward": r,
                 "next_state": next_state.clone(),
