@@ -44,13 +44,16 @@ def run_stream(
     env_kwargs: dict[str, Any] | None = None,
     time_limit: int | None = None,
     time_feature: bool = False,
+    time_lag: int = 0,
     on_step: Callable[[int, Any], None] | None = None,
     shift: tuple[int, dict[str, Any]] | None = None,
 ) -> StreamRun:
     """`steps` act/observe steps of `learner` (anything with act and observe) in a fresh env.
 
     With `time_feature`, t / time_limit - 0.5 is appended to each observation (t = steps since
-    reset; needs `time_limit`). `on_step(step, learner)` runs after each step.
+    reset; needs `time_limit`); `time_lag=1` uses max(t - 1, 0) instead, the public reference
+    wrapper's convention (-0.5 on the reset observation and after the first step).
+    `on_step(step, learner)` runs after each step.
     `shift=(step, {"attr": value})` sets attributes of the unwrapped env at that step: the
     mid-run change a deployed policy must adapt to (e.g. AntiJam's `jammer`).
     """
@@ -66,7 +69,7 @@ def run_stream(
 
     def featured(obs: np.ndarray, t: int) -> np.ndarray:
         obs = np.asarray(obs, np.float64).ravel()
-        return np.append(obs, t / time_limit - 0.5) if time_feature else obs
+        return np.append(obs, max(t - time_lag, 0) / time_limit - 0.5) if time_feature else obs
 
     run = StreamRun()
     obs, _ = env.reset(seed=seed)
