@@ -31,7 +31,8 @@ def curve(run: StreamRun, steps: int, window: int) -> dict[str, list]:
     return points
 
 
-def plot(points: dict[str, list], title: str, path: Path) -> bool:
+def plot(points: dict[str, list], title: str, path: Path, shift_at: int | None = None) -> bool:
+    """The curve as a PNG (success rate on 0-1 where the env reports it), the shift marked; False without matplotlib."""
     try:
         import matplotlib
 
@@ -42,7 +43,12 @@ def plot(points: dict[str, list], title: str, path: Path) -> bool:
     key = "success_rate" if any(v is not None for v in points["success_rate"]) else "mean_return"
     fig, ax = plt.subplots(figsize=(7, 3.5))
     xs = [s for s, v in zip(points["step"], points[key], strict=True) if v is not None]
-    ax.plot(xs, [v for v in points[key] if v is not None])
+    ax.plot(xs, [v for v in points[key] if v is not None], marker=".")
+    if shift_at is not None:
+        ax.axvline(shift_at, color="grey", linestyle="--", linewidth=1, label=f"shift at step {shift_at:,}")
+        ax.legend(loc="lower right")
+    if key == "success_rate":
+        ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel(key.replace("_", " "))
     ax.set_title(title)
@@ -86,7 +92,7 @@ def write_adaptation(
         "curve": points,
     }
     write_atomic(out / "adapt.json", json.dumps(report, indent=1) + "\n")
-    plotted = plot(points, f"{env_id} {mode}", out / "curve.png")
+    plotted = plot(points, f"{env_id}: {mode} learner", out / "curve.png", shift[0] if shift else None)
     last = [v for v in (points["success_rate"] if run.successes else points["mean_return"]) if v is not None]
     tail = f"last window {last[-1]:.3f}" if last else "no finished episode"
     return (
