@@ -23,7 +23,7 @@ import numpy as np
 from edge_rl.errors import BadInput
 from edge_rl.stream.draws import ActionDraws
 from edge_rl.stream.network import LayerSpec, Plan, StreamNet
-from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler, Welford
+from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler
 
 
 class StreamQ:
@@ -189,7 +189,7 @@ class StreamQ:
             "n_actions": self.n_actions,
             "hidden": list(self.hidden),
             "raw_tail": self.raw_tail,
-            "layers": [[s.n_in, s.n_out, s.layernorm, s.activation] for s in self.net.specs],
+            "layers": self._layers(),
             "steps": self.steps,
             "obs_count": obs_stats.count,
             "reward_count": self.rewards.stats.count,
@@ -237,14 +237,14 @@ class StreamQ:
         learner._load(d)
         return learner
 
+    def _layers(self) -> list[list]:
+        """The network's layers as JSON rows [n_in, n_out, layernorm, activation]."""
+        return [[spec.n_in, spec.n_out, spec.layernorm, spec.activation] for spec in self.net.specs]
+
     def _load(self, d: dict[str, Any]) -> None:
         """Fill this learner (built with the saved structure) with the saved state, refusing mismatches."""
         s, a = d["scalars"], d["arrays"]
-        layers = [[sp.n_in, sp.n_out, sp.layernorm, sp.activation] for sp in self.net.specs]
-        if [list(layer) for layer in s["layers"]] != layers or (s["obs_dim"], s["n_actions"]) != (
-            self.obs_dim,
-            self.n_actions,
-        ):
+        if [list(layer) for layer in s["layers"]] != self._layers() or s["obs_dim"] != self.obs_dim:
             raise BadInput("learner state: its layers do not match this network")
         shapes = {"theta": self.net.theta.shape, "trace": self.net.theta.shape, "offsets": self.net.offsets.shape}
         shapes["rng_keys"] = (624,)
@@ -260,11 +260,7 @@ class StreamQ:
         self.trace[:] = a["trace"]
         self.steps = int(s["steps"])
         self.normalizer.load(int(s["obs_count"]), a["obs_mean"], a["obs_m2"])
-        rewards = self.rewards
-        rewards.u = float(s["reward_u"])
-        rewards.stats = Welford()
-        rewards.stats.count = int(s["reward_count"])
-        rewards.stats.mean, rewards.stats.m2 = float(s["reward_mean"]), float(s["reward_m2"])
+        self.rewards.load(s["reward_u"], s["reward_count"], s["reward_mean"], s["reward_m2"])
         self.draws.set_state(("MT19937", a["rng_keys"], s["rng_pos"], s["rng_has_gauss"], s["rng_gauss"]))
         if s["mid_episode"]:
             self._state, self._raw = a["state"].astype(np.float32), a["raw"].astype(np.float64)

@@ -134,6 +134,15 @@ class RewardScaler:
         self.u = 0.0
         self.stats = Welford()
 
+    def load(self, u: float, count: int, mean: float, m2: float) -> None:
+        """Continue from a saved discounted return `u` and its Welford statistics."""
+        values = [float(u), float(mean), float(m2)]
+        if not (all(math.isfinite(v) for v in values) and int(count) >= 0 and values[2] >= 0):
+            raise BadInput("reward scaler state must be finite, with a count >= 0 and m2 >= 0")
+        self.u = values[0]
+        self.stats = Welford()
+        self.stats.count, self.stats.mean, self.stats.m2 = int(count), values[1], values[2]
+
     def __call__(self, reward: float, done: bool) -> float:
         self.u = reward if done else self.gamma * self.u + reward
         self.stats.update(self.u)
