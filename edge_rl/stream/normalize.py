@@ -112,16 +112,19 @@ class ObservationNormalizer:
             self.count += 1
             out = obs.astype(np.float32)
             self._mean, self._m2, out[:n] = normalise_step(obs[:n], means, m2s, self.count, eps)
-        if self.clip is not None:
-            np.clip(out[:n], -self.clip, self.clip, out[:n])
-        return out
+        return self._clipped(out)
 
     def apply(self, obs: np.ndarray) -> np.ndarray:
         """`obs` normalised by the current statistics, without counting it (for looking, not learning)."""
         stats, n = self.stats, self.size - self.raw_tail
         out = np.asarray(obs, np.float64).astype(np.float32)
         out[:n] = (obs[:n] - stats.mean) / np.sqrt(stats.var + self.eps)
+        return self._clipped(out)
+
+    def _clipped(self, out: np.ndarray) -> np.ndarray:
+        """`out` with its normalised features clipped to +-clip in place (a no-op without a clip)."""
         if self.clip is not None:
+            n = self.size - self.raw_tail
             np.clip(out[:n], -self.clip, self.clip, out[:n])
         return out
 
