@@ -112,7 +112,7 @@ class ObservationNormalizer:
             self.count += 1
             out = obs.astype(np.float32)
             self._mean, self._m2, out[:n] = normalise_step(obs[:n], means, m2s, self.count, eps)
-        return self._clipped(out)
+        return out if self.clip is None else self._clipped(out)  # no call on the unclipped hot path
 
     def apply(self, obs: np.ndarray) -> np.ndarray:
         """`obs` normalised by the current statistics, without counting it (for looking, not learning)."""
