@@ -56,29 +56,23 @@ def policy_dir(name: str) -> Path:
 
 
 def one_run(name: str, mode: str, seed: int, steps: int, switch: int, kappa: float) -> dict:
+    from edge_rl.agent import FrozenAgent
     from edge_rl.policy import Policy
-    from edge_rl.stream import StreamQ
-    from edge_rl.stream.protocol import run_stream
+    from edge_rl.stream import StreamQ, from_policy
     from edge_rl.stream.report import curve
+    from edge_rl.stream.simulate import run_stream
 
     env_id, kwargs, shifted, _ = SCENARIOS[name]
     policy = Policy.load(policy_dir(name))
 
-    class Frozen:
-        def act(self, x: np.ndarray) -> int:
-            return policy.act(np.asarray(x, np.float32))
-
-        def observe(self, *args: object) -> None:
-            pass
-
     if mode == "frozen":
-        learner = Frozen()
+        learner = FrozenAgent(policy.act)
     elif mode == "scratch":
         learner = StreamQ(
             policy.observation.size, policy.action.n, seed=seed, gamma=float(policy.metadata.get("gamma", 0.99))
         )
     else:
-        learner = StreamQ.from_policy(policy, mode, seed=seed, kappa=kappa)
+        learner = from_policy(policy, mode, seed=seed, kappa=kappa)
     run = run_stream(learner, env_id, steps, seed, kwargs, shift=(switch, shifted))
     return {"scenario": name, "mode": mode, "seed": seed, **curve(run, steps, 1000)}
 

@@ -35,8 +35,13 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 TASKS = ("cartpole", "antijam-sweeping")
 PRECISIONS = {"fp32": "none", "int8": "int8", "1-bit": "1bit"}
-BACKENDS = ("numpy", "onnxruntime", "litert")
-FILES = {"numpy": "policy.safetensors", "onnxruntime": "model.onnx", "litert": "model.tflite"}
+BACKENDS = ("numpy", "onnxruntime", "litert", "litert-builtin")  # litert = the XNNPACK delegate
+FILES = {
+    "numpy": "policy.safetensors",
+    "onnxruntime": "model.onnx",
+    "litert": "model.tflite",
+    "litert-builtin": "model.tflite",
+}
 HELD_OUT, HELD_OUT_SEED = 10_000, 424_242
 
 PEAK_RSS = r"""
@@ -53,11 +58,11 @@ TIMER = (
 import json, statistics, sys, time
 import numpy as np
 sys.path.insert(0, {root!r})
-from export.bundle import open_bundle
-from export.verify import golden, make_backend
+from edge_rl.bundle import open_bundle
+from edge_rl.runtime import make_backend
 bundle = open_bundle({bundle!r})
 backend = make_backend({backend!r}, bundle)
-obs = golden(bundle)[0]
+obs = bundle.golden.observations
 for i in range(1000):
     backend.act(obs[i % len(obs)])
 times = []
@@ -94,7 +99,7 @@ for layer in policy.layers:
     elif isinstance(layer, Activation):
         modules.append(torch.nn.ReLU())
 net = torch.nn.Sequential(*modules).eval()
-mean, scale, clip = (torch.from_numpy(np.asarray(a)) for a in policy.observation._flat)
+mean, scale, clip = (torch.from_numpy(np.asarray(a)) for a in policy.observation.flat_normalization)
 obs = np.load({states!r})[:64]
 
 def act(o):
@@ -146,12 +151,12 @@ def main() -> None:
     import numpy as np
     from compression import TASKS as ENV_OF  # benchmarks/ is on sys.path when run as a script
 
+    from edge_rl.bundle import open_bundle
     from edge_rl.policy import Policy
     from edge_rl.rollout import collect_states
+    from edge_rl.runtime import verify_bundle
     from edge_rl.table import print_table
-    from export.bundle import open_bundle
     from export.exporter import export_bundle
-    from export.verify import verify_bundle
 
     rows = []
     for task in TASKS:

@@ -28,7 +28,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def one_seed(seed: int, steps: int, time_lag: int) -> dict:
     from edge_rl.stream import StreamQ
-    from edge_rl.stream.protocol import CARTPOLE_LIMIT, stream_cartpole
+    from edge_rl.stream.simulate import CARTPOLE_LIMIT, stream_cartpole
 
     run = stream_cartpole(StreamQ(5, 2, raw_tail=1, seed=seed), steps, seed, time_lag=time_lag)
     solved = [s for r, s in zip(run.returns, run.end_steps, strict=True) if r >= CARTPOLE_LIMIT]

@@ -45,7 +45,7 @@ if impl == "torch":
     from edge_rl.train.stream_torch import TorchStreamQ as Learner
 else:
     from edge_rl.stream import StreamQ as Learner
-from edge_rl.stream.protocol import CARTPOLE_LIMIT
+from edge_rl.stream.simulate import CARTPOLE_LIMIT
 
 learner = Learner(5, 2, raw_tail=1, seed=seed)
 env = gym.make("CartPole-v1", max_episode_steps=CARTPOLE_LIMIT)

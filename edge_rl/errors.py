@@ -35,5 +35,11 @@ class BundleError(BadInput):
         self.exit_code = exit_code
 
 
+class ModelError(BadInput):
+    """A runtime that works here cannot load these model bytes: the file is damaged or not what it claims."""
+
+    exit_code = ExitCode.BUNDLE_DAMAGED
+
+
 class PolicyFormatError(BadInput):
     """A policy on disk (or handed in) is malformed; the message names the problem."""

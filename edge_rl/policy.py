@@ -47,6 +47,8 @@ TENSOR_FILE = "policy.safetensors"
 # ---------------------------------------------------------------------------------------------
 # specs
 
+SMALL = 1e30  # |x| below it cannot overflow float32 when normalised (scale <= 1e4); beyond, inputs are clamped first
+
 
 class ObservationError(BadInput):
     """An observation a policy cannot take: wrong shape, NaN or infinity."""
@@ -89,7 +91,21 @@ class ObservationSpec:
         if self.names and len(self.names) != self.size:
             raise PolicyFormatError(f"{len(self.names)} observation names for {self.size} features")
         scale = (1.0 / np.sqrt(self.var.astype(np.float64) + self.eps)).astype(np.float32)
+        for array in (self.low, self.high, self.mean, self.var, scale):
+            array.setflags(write=False)  # a spec is a value: every stage must see the same numbers
         object.__setattr__(self, "_flat", (self.mean.ravel(), scale.ravel(), np.float32(self.clip)))
+        object.__setattr__(self, "_raw_range", self._overflow_free_range())
+
+    def _overflow_free_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Raw bounds beyond which every value normalises to exactly -clip / +clip.
+
+        Clamping a finite input to them changes no result, and keeps (x - mean) * scale finite
+        for inputs up to float32's maximum (so no overflow warning, no infinity).
+        """
+        mean, scale, _ = (np.asarray(a, np.float64) for a in self._flat)
+        reach = 4.0 * self.clip / scale + 1.0  # four clips away, and at least 1: rounding cannot bring it back
+        top = float(np.finfo(np.float32).max)
+        return np.clip(mean - reach, -top, top).astype(np.float32), np.clip(mean + reach, -top, top).astype(np.float32)
 
     @property
     def size(self) -> int:
@@ -99,6 +115,11 @@ class ObservationSpec:
     def scale(self) -> np.ndarray:
         """Multiplier equivalent to dividing by sqrt(var + eps), as the forward pass applies it."""
         return self._flat[1].reshape(self.shape)
+
+    @property
+    def flat_normalization(self) -> tuple[np.ndarray, np.ndarray, np.float32]:
+        """(mean, scale, clip) over flattened features, float32: what every exported graph computes with."""
+        return self._flat
 
     def normalize(self, obs: np.ndarray) -> np.ndarray:
         """The forward pass's input transform on flattened observations (..., size), float32.
@@ -116,19 +137,25 @@ class ObservationSpec:
         everywhere, before any backend sees the values.
         """
         x = np.asarray(obs, dtype=np.float32)
-        if x.shape == self.shape:  # the control loop's case: one observation, checked in ~0.7 us
+        single = x.shape == self.shape
+        if single:  # the control loop's case: one observation, checked in ~0.3-1.5 us
             flat = x.reshape(1, self._size)
-            # x.x is inf or NaN exactly when an element is (or beyond ~1e19, which no sensor means)
-            if math.isfinite(float(x.dot(x) if x.ndim == 1 else flat[0].dot(flat[0]))):
+            # a float64 sum of float32 values is finite exactly when every value is (it cannot overflow);
+            # Python floats beat numpy's per-call cost up to ~64 values
+            if self._size <= 64:
+                values = flat[0].tolist()
+                total, low, high = sum(values), min(values), max(values)
+            else:
+                total, low, high = float(flat[0].sum(dtype=np.float64)), flat[0].min(), flat[0].max()
+            if math.isfinite(total) and -SMALL < low and high < SMALL:
                 return flat, True
         elif x.ndim != len(self.shape) + 1 or x.shape[1:] != self.shape:
             raise ObservationError(f"observation shape {x.shape} does not match the policy's {self.shape}")
         flat = x.reshape(-1, self._size)
         if not np.isfinite(flat).all():
             raise ObservationError("observation contains NaN or infinity")
-        if flat.shape[0] == 1 and x.shape == self.shape:
-            raise ObservationError("observation magnitude beyond 1e19")
-        return flat, False
+        low, high = self._raw_range  # finite but huge values: the same rule and result as for small ones
+        return np.clip(flat, low, high), single
 
     @classmethod
     def unnormalized(cls, low: np.ndarray, high: np.ndarray, names: tuple[str, ...] = ()) -> ObservationSpec:

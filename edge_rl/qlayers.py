@@ -1,12 +1,12 @@
 """Quantized layer kinds of the policy IR: int8 (integer-exact) and 1-bit (QuEST-style).
 
-int8 follows the integer-only scheme TFLite and ONNX Runtime execute (Jacob et al. 2018):
-symmetric per-output-channel int8 weights, int32 biases, asymmetric per-tensor int8 activations.
-A dense layer accumulates (x_q - zp_in) * w_q in int32, adds the bias, then either requantizes,
-    y_q = clip(rint(float32(acc) * M) + zp_out, lo, 127),  M = float32(s_in * s_w / s_out),
-with round-half-to-even in float32 (what XNNPACK's and ONNX Runtime's requantization compute),
-or, for the Q-value head, dequantizes: q = float32(acc) * float32(s_in * s_w). The float head
-keeps small Q gaps, on which the greedy action depends, out of an int8 grid.
+int8 follows the integer-only scheme TFLite executes (Jacob et al. 2018): symmetric
+per-output-channel int8 weights, int32 biases, asymmetric per-tensor int8 activations. A dense
+layer accumulates (x_q - zp_in) * w_q in int32, adds the bias, then either requantizes to int8
+codes with TFLite's fixed-point arithmetic (`edge_rl.fixedpoint`: an int32 multiplier and a
+shift per channel, what LiteRT's builtin kernels, TFLite Micro and CMSIS-NN compute), or, for the
+Q-value head, dequantizes: q = float32(acc) * float32(s_in * s_w). The float head keeps small Q
+gaps, on which the greedy action depends, out of an int8 grid.
 
 1-bit follows QuEST (Panferov et al. 2025) in its deploy form: the input is padded to a power
 of two n, multiplied by a fixed random +-1 diagonal D and rotated by the orthonormal Hadamard
@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edge_rl.errors import PolicyFormatError
+from edge_rl.fixedpoint import effective_scales, quantize_multiplier, requantize
 from edge_rl.layers import Layer
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -152,8 +153,31 @@ class DenseInt8(Layer):
             raise PolicyFormatError("dense_int8 with a float output cannot fuse relu")
         self.relu = bool(self.relu)
         self._w32 = self.weight.astype(np.int32).T
-        acc_scale = np.float32(self.input_scale) * self.weight_scale  # float32 arithmetic
-        self._multiplier = acc_scale if self.output_scale is None else acc_scale / np.float32(self.output_scale)
+        self._acc_scale = np.float32(self.input_scale) * self.weight_scale  # float32 arithmetic
+        self._acc_scale.setflags(write=False)
+        self._requantization: tuple[np.ndarray, np.ndarray] | None = None
+        if self.output_scale is not None:
+            m0, shift = quantize_multiplier(effective_scales(self.input_scale, self.weight_scale, self.output_scale))
+            m0.setflags(write=False)
+            shift.setflags(write=False)
+            self._requantization = (m0, shift)
+
+    @property
+    def acc_scale(self) -> np.ndarray:
+        """float32 per output row, float32(s_in) * s_w: what a float-output layer multiplies its accumulator by."""
+        return self._acc_scale
+
+    @property
+    def requantization(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per output row, TFLite's int32 multiplier M0 and shift (int8-output layers only)."""
+        if self._requantization is None:
+            raise PolicyFormatError("a float-output dense_int8 layer has no requantization")
+        return self._requantization
+
+    @property
+    def output_low(self) -> int:
+        """The smallest code the layer emits: its output zero point with a fused ReLU, else -128."""
+        return self.output_zero_point if self.relu else INT8_MIN
 
     @property
     def output_kind(self) -> str:
@@ -174,11 +198,10 @@ class DenseInt8(Layer):
         return (x.astype(np.int32) - np.int32(self.input_zero_point)) @ self._w32 + self.bias
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        scaled = self.accumulate(x).astype(np.float32) * self._multiplier
-        if self.output_scale is None:
-            return scaled
-        low = self.output_zero_point if self.relu else INT8_MIN
-        return np.clip(np.rint(scaled) + np.float32(self.output_zero_point), low, INT8_MAX).astype(np.int8)
+        acc = self.accumulate(x)
+        if self._requantization is None:
+            return acc.astype(np.float32) * self._acc_scale
+        return requantize(acc, *self._requantization, self.output_zero_point, self.output_low)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weight": self.weight, "weight_scale": self.weight_scale, "bias": self.bias}
@@ -283,6 +306,28 @@ class DenseBinary(Layer):
         self._inv_sqrt_n = np.float32(1.0 / math.sqrt(n))
         self._weight_signs = unpack_signs(self.sign_bits, n)  # (out, n) of +-1
         self._scale = scales
+        for array in (self._diagonal, self._weight_signs, self._scale):
+            array.setflags(write=False)
+
+    @property
+    def diagonal(self) -> np.ndarray:
+        """The random +-1 diagonal D (n,) as float32."""
+        return self._diagonal
+
+    @property
+    def weight_signs(self) -> np.ndarray:
+        """The rotated weights' signs (out, n) as float32 +-1."""
+        return self._weight_signs
+
+    @property
+    def scales(self) -> np.ndarray:
+        """Per-row weight scales s_w as float32 (stored as float16)."""
+        return self._scale
+
+    @property
+    def inv_sqrt_n(self) -> np.float32:
+        """1 / sqrt(n) in float32: the Hadamard transform's normalisation."""
+        return self._inv_sqrt_n
 
     def out_features(self, in_features: int) -> int:
         if in_features != self.in_features:

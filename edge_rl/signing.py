@@ -24,14 +24,21 @@ def _ed25519() -> Any:
 
 
 def generate_keypair(private_path: str | Path) -> tuple[Path, Path]:
-    """Write a new private key to `private_path` (0600, refusing to overwrite) and its public key next to it."""
+    """Write a new private key to `private_path` (0600, refusing to overwrite) and its public key next to it.
+
+    A missing parent directory is created owner-only (0700): it is where private keys live.
+    """
     from cryptography.hazmat.primitives import serialization as ser
 
     private_path = Path(private_path)
     public_path = private_path.with_name(private_path.name + ".pub")
     for path in (private_path, public_path):
-        if path.exists():
+        if path.exists() or path.is_symlink():
             raise BadInput(f"{path} exists; refusing to overwrite a key")
+    try:
+        private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise BadInput(f"cannot create the key directory {private_path.parent}: {e.strerror}") from None
     key = _ed25519().Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
     public_pem = key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)

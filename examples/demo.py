@@ -89,7 +89,8 @@ def export(student: Path, out: Path) -> None:
 
 def adapt(student: Path, out: Path) -> None:
     """Deploy the int8 student against a jammer that turns reactive mid-run, frozen and adapting online."""
-    from edge_rl.stream.protocol import run_stream
+    from edge_rl.agent import FrozenAgent
+    from edge_rl.stream.simulate import run_stream
 
     print(f"\n== adapt {student} online while the jammer switches sweeping -> reactive at step 5,000", flush=True)
     shift = '5000:{"jammer": "reactive"}'
@@ -98,15 +99,13 @@ def adapt(student: Path, out: Path) -> None:
         raise SystemExit(code)
     policy = Policy.load(student)
 
-    class Frozen:
-        def act(self, x):
-            return policy.act(x.astype("float32"))
-
-        def observe(self, *args):
-            pass
-
     frozen = run_stream(
-        Frozen(), "edge_rl/AntiJam-v0", 15_000, 0, {"jammer": "sweeping"}, shift=(5000, {"jammer": "reactive"})
+        FrozenAgent(policy.act),
+        "edge_rl/AntiJam-v0",
+        15_000,
+        0,
+        {"jammer": "sweeping"},
+        shift=(5000, {"jammer": "reactive"}),
     )
     curve = json.loads((out / "adapt.json").read_text())["curve"]
     late = [s for e, s in zip(frozen.end_steps, frozen.successes, strict=True) if e > 10_000]

@@ -4,7 +4,7 @@ One header, everything `static`: weights as const arrays (flash), scratch buffer
 sized at generation time, `edge_rl_q_values`, `edge_rl_act` and `edge_rl_self_test`, which runs
 the recorded golden observations and returns how many greedy actions differ (0 = pass), so
 firmware can check itself after flashing. int8 layers use the IR's integer arithmetic (int32
-accumulators, float32 requantization, `rintf` round-half-to-even); 1-bit layers keep their packed
+accumulators, TFLite's fixed-point requantization in int64); 1-bit layers keep their packed
 sign bits and run XNOR/popcount after a fast Walsh-Hadamard transform (n log n additions and no
 n x n matrix in flash), in the same operation order as the IR, so their signs match it exactly.
 Needs <stdint.h> and <math.h> (link with -lm).
@@ -19,7 +19,7 @@ import numpy as np
 from edge_rl.layers import Activation, Dense, DuelingSum, Layer, LayerNorm
 from edge_rl.policy import Policy
 from edge_rl.qlayers import BINARY_SCALE, DenseBinary, DenseInt8, Dequantize, Quantize, reciprocal, unpack_signs
-from export.onnx_graph import ExportError
+from export import ExportError
 
 PER_LINE = 8
 
@@ -99,7 +99,6 @@ class _Emitter:
         self.arrays += [
             _array("int8_t", p + "w", layer.weight),
             _array("int32_t", p + "b", layer.bias, lambda v: "INT32_MIN" if int(v) == -(2**31) else str(int(v))),
-            _array("float", p + "m", layer._multiplier, _f),
         ]
         zp = layer.input_zero_point
         acc = (
@@ -107,10 +106,13 @@ class _Emitter:
             f" for (k = 0; k < {k}; ++k) acc += ((int32_t){src}[k] - ({zp})) * (int32_t){p}w[o * {k} + k];"
         )
         if layer.output_scale is None:
-            store = f"{out}[o] = (float)acc * {p}m[o];"
+            self.arrays.append(_array("float", p + "s", layer.acc_scale, _f))
+            store = f"{out}[o] = (float)acc * {p}s[o];"
         else:
-            low = f"{_f(layer.output_zero_point)}" if layer.relu else "-128.0f"
-            store = f"{out}[o] = edge_rl_sat8(rintf((float)acc * {p}m[o]) + {_f(layer.output_zero_point)}, {low});"
+            m0, shift = layer.requantization
+            self.arrays += [_array("int32_t", p + "m0", m0), _array("int8_t", p + "sh", shift)]
+            zp, low = layer.output_zero_point, layer.output_low
+            store = f"{out}[o] = edge_rl_requant(acc, {p}m0[o], {p}sh[o], {zp}, {low});"
         self.code.append(f"for (o = 0; o < {o}; ++o) {{ {acc} {store} }}")
 
     def _dense_binary(self, p: str, layer: DenseBinary, src: str, out: str) -> None:
@@ -151,6 +153,25 @@ static inline int8_t edge_rl_sat8(float v, float low) {
     return (int8_t)v;
 }
 
+/* floor(v / 2^n) for any int64 v, never shifting a negative value (implementation-defined in C99) */
+static inline int64_t edge_rl_floor_shift(int64_t v, int n) {
+    return v >= 0 ? v >> n : -(int64_t)((uint64_t)(-(v + 1)) >> n) - 1;
+}
+
+/* v as a 32-bit register holds it: two's complement wrap, computed on unsigned values */
+static inline int64_t edge_rl_wrap32(int64_t v) {
+    return (int64_t)(((uint64_t)v + UINT64_C(0x80000000)) & UINT64_C(0xFFFFFFFF)) - INT64_C(0x80000000);
+}
+
+/* TFLite's fixed-point requantization (LiteRT builtin, TFLite Micro, CMSIS-NN): int32 accumulator -> int8 */
+static inline int8_t edge_rl_requant(int32_t acc, int32_t m0, int shift, int32_t zp, int32_t low) {
+    int64_t a = shift > 0 ? edge_rl_wrap32((int64_t)acc * ((int64_t)1 << shift)) : (int64_t)acc;
+    int64_t r = edge_rl_floor_shift(a * (int64_t)m0 + ((int64_t)1 << 30), 31);
+    if (shift < 0) r = edge_rl_floor_shift(r + ((int64_t)1 << (-shift - 1)), -shift);
+    r = edge_rl_wrap32(r + zp);
+    return (int8_t)(r < low ? low : (r > 127 ? 127 : r));
+}
+
 static inline int edge_rl_popcount8(uint8_t v) {
     int c = 0;
     while (v) { v &= (uint8_t)(v - 1u); ++c; }
@@ -172,7 +193,7 @@ def to_c_header(
 ) -> str:
     """The header's text; `golden_obs` (N, *obs_shape) with the numpy IR's `golden_actions` (N,)."""
     obs = policy.observation
-    mean, scale, clip = obs._flat
+    mean, scale, clip = obs.flat_normalization
     widths, width, int8_in = [obs.size], obs.size, False
     emitter = _Emitter(policy)
     for i, layer in enumerate(policy.layers):

@@ -19,13 +19,20 @@ from typing import Any
 
 import numpy as np
 
+from edge_rl.bundle import (
+    FORMAT,
+    FORMAT_FILES,
+    MIN_GOLDEN,
+    SCHEMA_VERSION,
+    describe,
+    open_bundle,
+    write_bundle,
+)
 from edge_rl.card import model_card
 from edge_rl.errors import BadInput, BundleError, ExitCode
 from edge_rl.policy import Policy
-from export.bundle import CHECKSUM, FORMAT, FORMAT_FILES, MANIFEST, SCHEMA_VERSION, SIGNATURE, open_bundle, write_files
-from export.verify import verify_bundle
+from edge_rl.runtime.verify import BACKEND_FILES, verify_bundle
 
-MIN_GOLDEN = 64
 STAGING = ".partial"
 CARD_KEYS = ("params", "weight_bytes", "fp32_bytes", "compression_ratio", "macs", "precisions")
 
@@ -50,31 +57,13 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
-def precision(policy: Policy) -> str:
-    """fp32, int8 or 1bit: the most compressed kind of dense layer in the policy."""
-    kinds = {layer.kind for layer in policy.layers}
-    return "1bit" if "dense_binary" in kinds else "int8" if "dense_int8" in kinds else "fp32"
-
-
-def _spec_json(policy: Policy) -> dict[str, Any]:
-    obs, act = policy.observation, policy.action
-
-    def floats(a: np.ndarray) -> list:
-        return [float(v) if np.isfinite(v) else ("inf" if v > 0 else "-inf") for v in np.asarray(a, np.float64).ravel()]
-
-    return {
-        "observation": {
-            "shape": list(obs.shape),
-            "low": floats(obs.low),
-            "high": floats(obs.high),
-            "mean": floats(obs.mean),
-            "var": floats(obs.var),
-            "clip": obs.clip,
-            "eps": obs.eps,
-            "names": list(obs.names),
-        },
-        "action": {"n": act.n, "names": list(act.names), "safe": act.safe},
-    }
+def _check_every_file_ran(report: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Each model file written must have been loaded back and passed on at least one backend here."""
+    for file in sorted(set(BACKEND_FILES.values()) & files.keys()):
+        runs = [r for name, r in report["backends"].items() if BACKEND_FILES.get(name) == file]
+        if not any(r["available"] and r["passed"] for r in runs):
+            reasons = "; ".join(r.get("reason", "failed") for r in runs)
+            raise BundleError(f"{file} could not be loaded back and checked here ({reasons})", ExitCode.FAILURE)
 
 
 def _model_files(policy: Policy, formats: list[str], golden_obs: np.ndarray, golden_actions: np.ndarray) -> dict:
@@ -110,6 +99,8 @@ def export_bundle(
     if unknown or not formats:
         raise BadInput(f"unknown export format(s) {unknown}; choose from {', '.join(FORMAT_FILES)}")
     golden_states = np.asarray(golden_states, np.float32)
+    if bundle_version is not None and bundle_version < 0:
+        raise BadInput(f"--bundle-version must be >= 0, got {bundle_version}")
     if len(golden_states) < MIN_GOLDEN:
         raise BadInput(f"need at least {MIN_GOLDEN} golden observations, got {len(golden_states)}")
     golden_q = policy.q_values(golden_states)
@@ -136,9 +127,8 @@ def export_bundle(
             "schema_version": SCHEMA_VERSION,
             "bundle_version": int(bundle_version if bundle_version is not None else time.time()),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "precision": precision(policy),
             "formats": list(formats),
-            **_spec_json(policy),
+            **describe(policy),
             "card": {k: card[k] for k in CARD_KEYS},
             "provenance": {
                 "env_id": policy.metadata.get("env_id"),
@@ -154,12 +144,13 @@ def export_bundle(
                 "actions": golden_q.argmax(axis=1).tolist(),
             },
         }
-        write_files(staging, files, manifest, signer)
+        names = write_bundle(staging, files, manifest, signer)
         report = verify_bundle(open_bundle(staging), states=verify_states)
         if not report["passed"]:
-            failed = [n for n, r in report["backends"].items() if not r["passed"]]
+            failed = [n for n, r in report["backends"].items() if not (r["passed"] or r["optional"])]
             raise BundleError(f"export verification failed for {', '.join(failed)}", ExitCode.FAILURE)
-        for name in [*files, MANIFEST, *([SIGNATURE] if signer else []), CHECKSUM]:
+        _check_every_file_ran(report, files)
+        for name in names:  # manifest.sha256 last: a bundle interrupted here refuses to load
             os.replace(staging / name, out / name)
             moved.append(out / name)
         staging.rmdir()

@@ -7,10 +7,12 @@ and `action` int64 [batch] (first maximum, as `numpy.argmax`). The observation n
 int8 layers run as *float-carried integers*: int8 codes are stored as int8 initializers, cast to
 float32 and multiplied with a float MatMul. Every product and partial sum is an integer below
 2**24 (|x_q - zp| <= 255, |w| <= 127, at most 518 inputs), which float32 represents exactly in
-any summation order, so the int32 accumulator is reproduced bit for bit; the int32 bias add,
-the float32 requantization multiply and the round-half-to-even (`Round`) then mirror
-`edge_rl.qlayers` operation for operation. This sidesteps ONNX Runtime's fused int8 kernels,
-which saturate int16 pair sums on x86 without VNNI and whose QLinearMatMul has no bias input.
+any summation order, so the int32 accumulator is reproduced bit for bit. The int32 bias add and
+TFLite's fixed-point requantization (`edge_rl.fixedpoint`) follow in int64 integer ops: Mul by the
+multiplier, floor division by powers of two as Div(v - Mod(v, 2^k), 2^k) (Mod with fmod=0 is
+floored and exact on int64; BitShift takes unsigned types only), the int32 wraps as Mod(v + 2^31,
+2^32) - 2^31. This sidesteps ONNX Runtime's fused int8 kernels, which saturate int16 pair sums on
+x86 without VNNI, round differently and whose QLinearMatMul has no bias input.
 1-bit layers keep their W1A1 semantics and the IR's operation order: the butterfly Walsh-Hadamard
 stages and the halving mean square as explicit Add/Sub nodes, the signs (`Where`) times +-1
 weights (stored as int8) as an exact count, scaled as the IR does; so they match bit for bit.
@@ -20,18 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_rl.errors import BadInput
 from edge_rl.layers import Activation, Dense, DuelingSum, Layer, LayerNorm
 from edge_rl.policy import Policy
 from edge_rl.qlayers import BINARY_SCALE, INT8_MAX, INT8_MIN, DenseBinary, DenseInt8, Dequantize, Quantize, reciprocal
+from export import ExportError
 
 OPSET = 17  # LayerNormalization; ORT >= 1.14
 IR_VERSION = 8
 MAX_EXACT_INT8_INPUTS = (1 << 24) // (255 * 127)  # 518: float32 accumulators stay exact below this
-
-
-class ExportError(BadInput):
-    """The policy cannot be written in the asked format."""
 
 
 class _Graph:
@@ -92,6 +90,33 @@ def _quantize(g: _Graph, x: str, layer: Quantize) -> str:
     return _saturate(g, shifted, INT8_MIN)
 
 
+def _floor_div(g: _Graph, v: str, divisor: str) -> str:
+    """floor(v / d) for int64 v and positive d: exact, whatever the sign of v."""
+    return g.op("Div", [g.op("Sub", [v, g.op("Mod", [v, divisor], fmod=0)]), divisor])
+
+
+def _wrap32(g: _Graph, v: str) -> str:
+    """int64 values as an int32 register holds them (two's complement wrap)."""
+    half, full = g.const("two31", np.int64(2**31)), g.const("two32", np.int64(2**32))
+    return g.op("Sub", [g.op("Mod", [g.op("Add", [v, half]), full], fmod=0), half])
+
+
+def _requantize(g: _Graph, acc: str, layer: DenseInt8) -> str:
+    """int32 accumulators -> int8 codes carried as float32, exactly as `edge_rl.fixedpoint.requantize`."""
+    m0, shift = (a.astype(np.int64) for a in layer.requantization)
+    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+    x = g.op("Cast", [acc], "acc64", to=7)
+    if left.any():
+        x = _wrap32(g, g.op("Mul", [x, g.const("pow2_left", np.int64(2) ** left)]))
+    product = g.op("Add", [g.op("Mul", [x, g.const("m0", m0)]), g.const("half31", np.int64(2**30))])
+    r1 = _floor_div(g, product, g.const("two31", np.int64(2**31)))
+    nudge = np.where(right > 0, np.int64(2) ** np.maximum(right - 1, 0), 0).astype(np.int64)
+    r = _floor_div(g, g.op("Add", [r1, g.const("nudge", nudge)]), g.const("pow2_right", np.int64(2) ** right))
+    y = _wrap32(g, g.op("Add", [r, g.const("zp_out", np.int64(layer.output_zero_point))]))
+    y = g.op("Clip", [y, g.const("lo", np.int64(layer.output_low)), g.const("hi", np.int64(INT8_MAX))])
+    return g.op("Cast", [y], "codes", to=1)
+
+
 def _dense_int8(g: _Graph, x: str, layer: DenseInt8) -> str:
     if layer.weight.shape[1] > MAX_EXACT_INT8_INPUTS:
         raise ExportError(
@@ -101,12 +126,10 @@ def _dense_int8(g: _Graph, x: str, layer: DenseInt8) -> str:
     centred = g.op("Sub", [x, g.const("zp_in", np.float32(layer.input_zero_point))])
     weight = g.op("Cast", [g.const("w_q", np.ascontiguousarray(layer.weight.T))], "w_f", to=1)
     acc = g.op("Cast", [g.op("MatMul", [centred, weight])], "acc", to=6)  # exact integers -> int32
-    acc = g.op("Cast", [g.op("Add", [acc, g.const("b_q", layer.bias)])], "acc_f", to=1)
-    scaled = g.op("Mul", [acc, g.const("m", layer._multiplier.astype(np.float32))])
-    if layer.output_scale is None:
-        return scaled
-    shifted = g.op("Add", [g.op("Round", [scaled]), g.const("zp_out", np.float32(layer.output_zero_point))])
-    return _saturate(g, shifted, layer.output_zero_point if layer.relu else INT8_MIN)
+    acc = g.op("Add", [acc, g.const("b_q", layer.bias)])
+    if layer.output_scale is not None:
+        return _requantize(g, acc, layer)
+    return g.op("Mul", [g.op("Cast", [acc], "acc_f", to=1), g.const("acc_scale", layer.acc_scale)])
 
 
 def _slice(g: _Graph, x: str, start: int, end: int, axis: int) -> str:
@@ -140,17 +163,17 @@ def _dense_binary(g: _Graph, x: str, layer: DenseBinary) -> str:
     n = layer.n
     if n > layer.in_features:
         x = g.op("Pad", [x, g.const("pads", np.array([0, 0, 0, n - layer.in_features], np.int64))], "padded")
-    x = g.op("Mul", [x, g.const("diag", layer._diagonal)], "signed")
-    rotated = g.op("Mul", [_fwht(g, x, n), g.const("inv_sqrt_n", layer._inv_sqrt_n)], "rotated")
+    x = g.op("Mul", [x, g.const("diag", layer.diagonal)], "signed")
+    rotated = g.op("Mul", [_fwht(g, x, n), g.const("inv_sqrt_n", layer.inv_sqrt_n)], "rotated")
     mean_sq = g.op("Mul", [_halving_sum(g, g.op("Mul", [rotated, rotated]), n), g.const("inv_n", np.float32(1 / n))])
     s_x = g.op("Mul", [g.const("c1", np.float32(BINARY_SCALE)), g.op("Sqrt", [mean_sq])], "s_x")
     positive = g.op("GreaterOrEqual", [rotated, g.const("zero", np.float32(0))])
     signs = g.op("Where", [positive, g.const("one", np.float32(1)), g.const("minus_one", np.float32(-1))], "signs")
     w_signs = g.op(
-        "Cast", [g.const("w_sign", np.ascontiguousarray(layer._weight_signs.T).astype(np.int8))], "w_pm1", to=1
+        "Cast", [g.const("w_sign", np.ascontiguousarray(layer.weight_signs.T).astype(np.int8))], "w_pm1", to=1
     )
     count = g.op("MatMul", [signs, w_signs], "count")  # sums of +-1: exact in any order
-    scale = g.op("Mul", [s_x, g.const("s_w", layer._scale)], "scale")
+    scale = g.op("Mul", [s_x, g.const("s_w", layer.scales)], "scale")
     return g.op("Add", [g.op("Mul", [count, scale]), g.const("b", layer.bias)])
 
 
@@ -186,7 +209,7 @@ def to_onnx(policy: Policy) -> bytes:
 
     g = _Graph()
     obs = policy.observation
-    mean, scale, clip = obs._flat
+    mean, scale, clip = obs.flat_normalization
     x = g.op("Flatten", ["obs"], "flat", axis=1)
     x = g.op("Mul", [g.op("Sub", [x, g.const("obs_mean", mean)]), g.const("obs_scale", scale)], "normed")
     x = g.op("Clip", [x, g.const("clip_lo", -clip), g.const("clip_hi", clip)], "clipped")

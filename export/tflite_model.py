@@ -7,7 +7,10 @@ int64 [1]; normalisation is in the graph. Precisions:
 - int8: full-integer as TFLite's converter emits it: int8 input codes (rounded half to even like
   the IR, see `quantize`), int8 FULLY_CONNECTED with
   per-channel int8 weights (quantized_dimension 0), int32 biases at scale s_in * s_w, int8
-  activations with fused ReLU. A float-output int8 layer (the Q head, whose gaps an int8 output
+  activations with fused ReLU. The interpreter's builtin kernels requantize with the fixed-point
+  arithmetic the IR computes (`edge_rl.fixedpoint`), bit for bit; the XNNPACK delegate
+  requantizes in float32 and differs on a fraction of a percent of codes (reported by `verify`,
+  never run). A float-output int8 layer (the Q head, whose gaps an int8 output
   grid would blur, or one feeding a 1-bit layer) runs as float-carried integers: CAST the codes,
   float FC with integer-valued weights (exact below 2**24), int32 bias add, float32 scale; the
   IR's result bit for bit, with that layer's weights stored as float32.
@@ -29,7 +32,7 @@ import numpy as np
 from edge_rl.layers import Activation, Dense, DuelingSum, Layer, LayerNorm
 from edge_rl.policy import Policy
 from edge_rl.qlayers import BINARY_SCALE, DenseBinary, DenseInt8, Dequantize, Quantize, reciprocal
-from export.onnx_graph import ExportError
+from export import ExportError
 
 FLOAT32, INT32, INT64, BOOL, INT8 = 0, 2, 4, 6, 9
 NUMPY_TYPES = {
@@ -204,8 +207,9 @@ class _Writer:
     def quantize(self, x: int, layer: Quantize, width: int) -> int:
         """float -> int8 codes rounded half to even, as the IR rounds them.
 
-        QUANTIZE alone rounds ties away from zero (the builtin kernel), and exact ties are common
-        after 1-bit layers, whose outputs lie on a grid. So the rounding happens in float first,
+        QUANTIZE alone does not round like the IR: the builtin kernel rounds ties away from zero on
+        the elements past the last full block of 8 (and to even within blocks), and exact ties are
+        common after 1-bit layers, whose outputs lie on a grid. So the rounding happens in float first,
         ROUND (banker's) of x * (1 / s) clamped to the code range, and QUANTIZE then only meets
         values within an ulp of a code: v * s quantizes back to v in any rounding mode.
         """
@@ -253,7 +257,7 @@ class _Writer:
         acc = b.binary("ADD", acc, b.const("b_q", layer.bias), (1, out_width), INT32)
         acc_out = b.tensor("acc_f", (1, out_width), FLOAT32)
         b.op("CAST", [acc], [acc_out])
-        return b.binary("MUL", acc_out, b.const("m", layer._multiplier.astype(np.float32)), (1, out_width))
+        return b.binary("MUL", acc_out, b.const("acc_scale", layer.acc_scale), (1, out_width))
 
     def slice_(self, x: int, begin: list[int], size: list[int]) -> int:
         b = self.b
@@ -295,8 +299,8 @@ class _Writer:
             padded = b.tensor("padded", (1, n), FLOAT32)
             b.op("PAD", [x, b.const("pads", np.array([[0, 0], [0, n - layer.in_features]], np.int32))], [padded])
             x = padded
-        x = b.binary("MUL", x, b.const("diag", layer._diagonal), (1, n))
-        rotated = b.binary("MUL", self.fwht(x, n), b.const("inv_sqrt_n", np.array([layer._inv_sqrt_n])), (1, n))
+        x = b.binary("MUL", x, b.const("diag", layer.diagonal), (1, n))
+        rotated = b.binary("MUL", self.fwht(x, n), b.const("inv_sqrt_n", np.array([layer.inv_sqrt_n])), (1, n))
         squares = b.binary("MUL", rotated, rotated, (1, n))
         inv_n = b.const("inv_n", np.array([1 / n], np.float32))
         mean_sq = b.binary("MUL", self.halving_sum(squares, n), inv_n, (1, 1))
@@ -307,8 +311,8 @@ class _Writer:
         plus, minus = b.const("one", np.array([1], np.float32)), b.const("minus_one", np.array([-1], np.float32))
         b.op("SELECT_V2", [positive, plus, minus], [signs])
         zero_bias = b.const("zero_b", np.zeros(out_width, np.float32))
-        count = self.fc(signs, b.const("w_pm1", layer._weight_signs), zero_bias, out_width)  # exact: sums of +-1
-        scale = b.binary("MUL", s_x, b.const("s_w", layer._scale), (1, out_width))
+        count = self.fc(signs, b.const("w_pm1", layer.weight_signs), zero_bias, out_width)  # exact: sums of +-1
+        scale = b.binary("MUL", s_x, b.const("s_w", layer.scales), (1, out_width))
         return b.binary("ADD", b.binary("MUL", count, scale, (1, out_width)), b.const("b", layer.bias), (1, out_width))
 
     def dueling_sum(self, x: int, width: int) -> int:
@@ -328,7 +332,7 @@ class _Writer:
     def write(self) -> bytes:
         b, policy = self.b, self.policy
         obs = policy.observation
-        mean, scale, clip = obs._flat
+        mean, scale, clip = obs.flat_normalization
         x = inp = b.tensor("obs", (1, *obs.shape), FLOAT32)
         width = obs.size
         if len(obs.shape) != 1:

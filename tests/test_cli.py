@@ -54,7 +54,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> N
         (["train", "CartPole-v1", "--hidden", "64,x"], "comma-separated"),
         (["train", "CartPole-v1", "--lr", "-1"], "lr=-1.0"),
         (["train", "CartPole-v1", "--config", "/nonexistent.toml"], "nonexistent.toml"),
-        (["train", "CartPole-v1", "--steps", "ten"], "invalid int value"),
+        (["train", "CartPole-v1", "--steps", "ten"], "must be an integer"),
         (["train", "edge_rl/AntiJam-v0", "--env-kwargs", '{"jammer": "laser"}'], "laser"),
         (["train", "Pendulum-v1", "--steps", "10"], "Discrete action"),
         (["eval", "/nonexistent/run"], "missing"),
@@ -175,3 +175,153 @@ def test_any_box_discrete_gymnasium_env_works_end_to_end(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     doc = json.loads(cli("eval", str(out), "--episodes", "2", "--json").stdout)
     assert doc["env_id"] == "Acrobot-v1" and -500 <= doc["mean_return"] <= 0
+
+
+# ---------------------------------------------------------------------------------------------
+# every subcommand, walked with bad values: exit 2 (or its documented code) and one line, never a traceback
+
+
+@pytest.fixture(scope="module")
+def cartpole_dir(tmp_path_factory) -> Path:
+    from tests.policies import mlp
+
+    out = tmp_path_factory.mktemp("cartpole")
+    mlp("cartpole", (8,), 0)[0].save(out)
+    return out
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """`edge-rl ARGS` in-process: its exit code and stderr (argparse's own exits included)."""
+    from edge_rl.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+ADAPT = ["{policy}", "--steps", "100", "--out", "{tmp}/a", "--mode"]
+SHAPE = 7  # ExitCode.OBSERVATION_MISMATCH: states of the wrong shape, documented
+BAD = {  # command -> (arguments after it, with {policy} / {tmp} placeholders; a word the line must hold[; exit code])
+    "train": [
+        (["CartPole-v1", "--steps", "0"], "--steps"),
+        (["CartPole-v1", "--steps", "-5"], "--steps"),
+        (["CartPole-v1", "--hidden", "0,4"], "positive"),
+        (["CartPole-v1", "--seed", "-1"], "seed"),
+    ],
+    "eval": [
+        (["{policy}", "--episodes", "-3"], "--episodes"),
+        (["{policy}", "--seed", "-1"], "seed"),
+        (["{tmp}/missing"], "missing"),
+    ],
+    "distill": [
+        (["{policy}", "--out", "{tmp}/s", "--steps", "0"], "--steps"),
+        (["{policy}", "--out", "{tmp}/s", "--rounds", "0"], "--rounds"),
+        (["{policy}", "--out", "{tmp}/s", "--tau", "0"], "--tau"),
+        (["{policy}", "--out", "{tmp}/s", "--q-weight", "-1"], "--q-weight"),
+        (["{policy}", "--out", "{tmp}/s", "--hidden", "0"], "positive"),
+    ],
+    "quantize": [
+        (["{policy}", "--to", "int8", "--out", "{tmp}/q", "--n-states", "0"], "--n-states"),
+        (["{policy}", "--to", "int8", "--out", "{tmp}/q", "--states", "{tmp}/garbage.npy"], "garbage.npy"),
+        (["{policy}", "--to", "int8", "--out", "{tmp}/q", "--states", "{tmp}/wrong.npy"], "shape", SHAPE),
+    ],
+    "card": [
+        (["{policy}", "--reference", "{tmp}/missing", "--episodes", "2"], "missing"),
+        (["{policy}", "--env", "CartPole-v1", "--episodes", "0"], "--episodes"),
+        (["{tmp}/garbage.npy"], "garbage.npy"),
+    ],
+    "export": [
+        (["{policy}", "--out", "{tmp}/b", "--golden", "10"], "64"),
+        (["{policy}", "--out", "{tmp}/b", "--bundle-version", "-1"], "--bundle-version"),
+        (["{policy}", "--out", "{tmp}/b", "--sign", "{tmp}/missing.key"], "missing.key"),
+        (["{policy}", "--out", "{tmp}/b", "--sign", "{tmp}/garbage.npy"], "key"),
+        (["{policy}", "--out", "{tmp}/b", "--formats", "onnx,xyz"], "formats"),
+        (["{policy}", "--out", "{tmp}/b", "--states", "{tmp}/wrong.npy"], "shape", SHAPE),
+    ],
+    "verify": [
+        (["{tmp}/missing"], "missing"),
+        (["{policy}", "--extra", "-1"], "--extra"),
+        (["{policy}", "--public-key", "{tmp}/garbage.npy"], "garbage.npy"),
+        (["{policy}", "--installed", "{tmp}/missing"], "missing"),
+    ],
+    "keygen": [
+        (["--out", "{tmp}"], "exists"),
+    ],
+    "adapt": [
+        ([*ADAPT, "head", "--shift", '50:{"jammer": "nope"}'], "jammer"),
+        ([*ADAPT, "head", "--shift", '50:{"gravty": 1}'], "gravty"),
+        ([*ADAPT, "head", "--shift", "500:{}"], "--shift"),
+        ([*ADAPT, "head", "--gamma", "1.5"], "--gamma"),
+        ([*ADAPT, "head", "--window", "0"], "--window"),
+        ([*ADAPT, "full", "--env-kwargs", '{"x": 1}'], "x"),
+    ],
+}
+
+
+def test_the_walk_covers_every_subcommand() -> None:
+    from edge_rl.cli import COMMANDS
+
+    assert set(BAD) == set(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "needle", "code"),
+    [(c, case[0], case[1], case[2] if len(case) > 2 else 2) for c, cases in BAD.items() for case in cases],
+    ids=lambda v: str(v),
+)
+def test_every_subcommand_refuses_bad_values_with_one_line(command, args, needle, code, cartpole_dir, tmp_path, capsys):
+    import numpy as np
+
+    (tmp_path / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
+    np.save(tmp_path / "wrong.npy", np.zeros((20, 7), np.float32))
+    argv = [command, *(a.replace("{policy}", str(cartpole_dir)).replace("{tmp}", str(tmp_path)) for a in args)]
+    got, err = run_cli(argv, capsys)
+    assert got == code, (argv, err)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert needle in err, err
+
+
+def test_keygen_creates_the_directory_readme_names(tmp_path, capsys) -> None:
+    code, err = run_cli(["keygen", "--out", str(tmp_path / "keys" / "fleet")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "keys" / "fleet").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("command", "blocked", "extra"),
+    [("train", "torch", "train"), ("distill", "torch", "train"), ("export", "onnx", "export")],
+)
+def test_training_commands_on_a_device_install_name_the_extra(command, blocked, extra, cartpole_dir, tmp_path) -> None:
+    """On `pip install '.[device]'` torch and onnx are absent: the command says which extra to install."""
+    args = {
+        "train": ["train", "CartPole-v1", "--steps", "100", "--out", str(tmp_path / "r")],
+        "distill": ["distill", str(cartpole_dir), "--out", str(tmp_path / "s")],
+        "export": ["export", str(cartpole_dir), "--out", str(tmp_path / "b")],
+    }[command]
+    probe = f"import sys; sys.modules[{blocked!r}] = None; from edge_rl.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"edge-rl[{extra}]" in result.stderr
+
+
+def test_every_option_has_help_and_shows_its_default() -> None:
+    import argparse
+
+    from edge_rl.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction) or not action.option_strings:
+                continue
+            text = action.help or ""
+            shows_default = "default" in text or action.required or action.nargs == 0
+            if not text or not shows_default:
+                missing.append(f"{name} {action.option_strings[0]}")
+    assert not missing, missing

@@ -6,10 +6,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from edge_rl.stream import StreamQ
+from edge_rl.stream import StreamQ, restore
 from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler
-from edge_rl.stream.protocol import stream_cartpole
-from edge_rl.stream.state import load_state, save_state
+from edge_rl.stream.simulate import stream_cartpole
+from edge_rl.stream.state import STATE_FILE, load_state, save_state
 
 
 def torch_oracle(*args, **kwargs):
@@ -178,9 +178,33 @@ def test_saved_state_continues_bit_for_bit(tmp_path) -> None:
     np.testing.assert_array_equal(a.trace, b.trace)
     assert a.normalizer.stats.count == b.normalizer.stats.count
     assert a.to_policy().digest() == b.to_policy().digest()
-    (tmp_path / "learner.npz").write_bytes((tmp_path / "learner.npz").read_bytes()[:-40])  # truncated
+    (tmp_path / STATE_FILE).write_bytes((tmp_path / STATE_FILE).read_bytes()[:-40])  # truncated
     with pytest.raises(ValueError, match="damaged"):
         load_state(tmp_path)
+
+
+def test_learner_state_is_one_atomic_unit(tmp_path, monkeypatch) -> None:
+    """One file: a save that dies mid-write leaves the previous state whole, never a mismatched pair."""
+    import os
+
+    a = StreamQ(5, 2, raw_tail=1, seed=3)
+    stream_cartpole(a, 500, seed=3)
+    save_state(a, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]
+    saved = a.state_dict()
+    stream_cartpole(a, 500, seed=4)
+
+    def power_cut(fd: int) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(os, "fsync", power_cut)
+    with pytest.raises(OSError, match="power cut"):
+        save_state(a, tmp_path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]  # no temp file left behind
+    b = load_state(tmp_path)
+    assert b.steps == saved["scalars"]["steps"] == 500
+    np.testing.assert_array_equal(b.net.theta, saved["arrays"]["theta"])
 
 
 def test_tampered_learner_state_is_refused() -> None:
@@ -193,7 +217,7 @@ def test_tampered_learner_state_is_refused() -> None:
     for key, value, message in tampered:
         bad = {"scalars": state["scalars"], "arrays": {**state["arrays"], key: value}}
         with pytest.raises(ValueError, match=message):
-            StreamQ.from_state_dict(bad)
+            restore(bad)
 
 
 def test_bad_input_is_refused_and_loses_nothing() -> None:

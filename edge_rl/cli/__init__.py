@@ -18,6 +18,17 @@ from edge_rl import __version__
 from edge_rl.errors import BadInput, ExitCode
 
 COMMANDS = ("train", "eval", "distill", "quantize", "card", "export", "verify", "keygen", "adapt")
+EXTRAS = {  # a missing third-party module -> the extra that installs it (a device install has no torch)
+    "torch": "train",
+    "tqdm": "train",
+    "matplotlib": "train",
+    "gymnasium": "train",
+    "onnx": "export",
+    "flatbuffers": "export",
+    "ai_edge_litert": "export",
+    "onnxruntime": "onnx",
+    "cryptography": "device",
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,6 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as e:
         print(f"edge-rl {args.command}: error: {e}", file=sys.stderr)
         return int(e.exit_code)
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise
+        print(
+            f"edge-rl {args.command}: error: this install has no {top}: pip install 'edge-rl[{EXTRAS[top]}]'",
+            file=sys.stderr,
+        )
+        return int(ExitCode.BAD_INPUT)
     except KeyboardInterrupt:
         print(f"edge-rl {args.command}: interrupted", file=sys.stderr)
         return 130

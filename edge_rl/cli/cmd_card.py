@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_rl.cli.common import json_object
+from edge_rl.cli.common import add_env_options, count, positive_int
 
 if TYPE_CHECKING:
     from edge_rl.policy import Policy
@@ -27,8 +27,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("policy_dir", metavar="DIR", type=Path, help="directory holding policy.json + policy.safetensors")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--env", default=None, metavar="ENV_ID", help="compare on this environment")
-    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON", help="kwargs for gymnasium.make")
+    add_env_options(p, "no comparison; with --reference, the training env")
     p.add_argument(
         "--reference",
         type=Path,
@@ -36,8 +35,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="DIR2",
         help="reference policy directory (default: the teacher_dir the policy records, if it exists)",
     )
-    p.add_argument("--episodes", type=int, default=20, help="episodes for the comparison (default: 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    p.add_argument("--episodes", type=positive_int, default=20, help="episodes for the comparison (default: 20)")
+    p.add_argument("--seed", type=count, default=0, help="seed of the first episode (default: 0)")
     p.set_defaults(run=run)
 
 
@@ -60,8 +59,6 @@ def _comparison(args: argparse.Namespace, policy: Policy) -> dict[str, Any]:
     from edge_rl.errors import BadInput
     from edge_rl.policy import Policy
 
-    if args.episodes < 1:
-        raise BadInput(f"--episodes must be >= 1, got {args.episodes}")
     env_id = args.env or policy.metadata.get("env_id")
     if not env_id:
         raise BadInput(f"{args.policy_dir} does not record its environment; pass --env ENV_ID")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_rl.cli.common import int_list, json_object
+from edge_rl.cli.common import (
+    add_env_options,
+    count,
+    int_list,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -19,15 +26,19 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("teacher", metavar="TEACHER_DIR", type=Path, help="teacher policy directory")
     p.add_argument("--hidden", type=int_list, default=(32, 32), metavar="N,N", help="student widths (default: 32,32)")
-    p.add_argument("--quant", choices=("none", "int8", "1bit"), default="none", help="student precision")
+    p.add_argument(
+        "--quant", choices=("none", "int8", "1bit"), default="none", help="student precision (default: none = fp32)"
+    )
     p.add_argument("--out", type=Path, required=True, help="student directory")
-    p.add_argument("--steps", type=int, default=20_000, help="gradient steps over all rounds (default: 20000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=4, help="DAgger rounds (default: 4)")
-    p.add_argument("--tau", type=float, default=0.01, help="softmax temperature of the KL term (default: 0.01)")
+    p.add_argument("--steps", type=positive_int, default=20_000, help="gradient steps over all rounds (default: 20000)")
+    p.add_argument("--seed", type=count, default=0, help="seed of the student and the rollouts (default: 0)")
+    p.add_argument("--rounds", type=positive_int, default=4, help="DAgger rounds (default: 4)")
+    p.add_argument(
+        "--tau", type=positive_float, default=0.01, help="softmax temperature of the KL term (default: 0.01)"
+    )
     p.add_argument(
         "--q-weight",
-        type=float,
+        type=nonnegative_float,
         default=0.1,
         help="weight of the Q-value regression term (default: 0.1); lower favours action agreement over "
         "calibrated Q-values for on-device learning",
@@ -35,8 +46,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stream", action="store_true", help="LayerNorm (no affine) + LeakyReLU student for stream Q(lambda)"
     )
-    p.add_argument("--env", default=None, metavar="ENV_ID", help="environment (default: the teacher's)")
-    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON")
+    add_env_options(p, "the teacher's")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from edge_rl.cli.common import json_object
+from edge_rl.cli.common import add_env_options, count, positive_int
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -17,24 +17,20 @@ def add(sub: argparse._SubParsersAction) -> None:
         "The env and its kwargs default to those the policy was trained on.",
     )
     p.add_argument("policy_dir", metavar="DIR", type=Path, help="directory holding policy.json + policy.safetensors")
-    p.add_argument("--episodes", type=int, default=20, help="number of episodes (default: 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
-    p.add_argument("--env", default=None, metavar="ENV_ID", help="environment id (default: the training env)")
-    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON", help="kwargs for gymnasium.make")
+    p.add_argument("--episodes", type=positive_int, default=20, help="number of episodes (default: 20)")
+    p.add_argument("--seed", type=count, default=0, help="seed of the first episode (default: 0)")
+    add_env_options(p, "the training env's")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from edge_rl.cli.common import policy_env
-    from edge_rl.errors import BadInput
     from edge_rl.evaluate import evaluate
     from edge_rl.gymenv import check_fits
     from edge_rl.policy import Policy
     from edge_rl.table import print_table
 
-    if args.episodes < 1:
-        raise BadInput(f"--episodes must be >= 1, got {args.episodes}")
     policy = Policy.load(args.policy_dir)
     env_id, env_kwargs = policy_env(policy, args.env, args.env_kwargs, args.policy_dir)
     check_fits(policy, env_id, env_kwargs)

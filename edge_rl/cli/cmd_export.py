@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_rl.cli.common import json_object, load_states
+from edge_rl.cli.common import add_env_options, count, load_states, positive_int
 
 FORMATS = ("onnx", "tflite", "c")
 
@@ -29,13 +29,24 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("policy_dir", metavar="DIR", type=Path, help="policy directory (fp32, int8 or 1-bit)")
     p.add_argument("--formats", type=format_list, default=list(FORMATS), help="subset of onnx,tflite,c (default: all)")
     p.add_argument("--out", type=Path, required=True, metavar="BUNDLE", help="new (or empty) bundle directory")
-    p.add_argument("--sign", type=Path, default=None, metavar="KEYFILE", help="Ed25519 private key (edge-rl keygen)")
-    p.add_argument("--bundle-version", type=int, default=None, help="monotonic version (default: Unix time)")
-    p.add_argument("--golden", type=int, default=64, help="golden observations to record (>= 64, default: 64)")
-    p.add_argument("--states", type=Path, default=None, metavar="FILE.npy", help="held-out states to verify on")
-    p.add_argument("--seed", type=int, default=0, help="seed of the golden recording")
-    p.add_argument("--env", default=None, metavar="ENV_ID", help="environment (default: the policy's)")
-    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON")
+    p.add_argument(
+        "--sign",
+        type=Path,
+        default=None,
+        metavar="KEYFILE",
+        help="Ed25519 private key from edge-rl keygen (default: unsigned)",
+    )
+    p.add_argument("--bundle-version", type=count, default=None, help="monotonic version (default: Unix time)")
+    p.add_argument("--golden", type=positive_int, default=64, help="golden observations to record (>= 64, default: 64)")
+    p.add_argument(
+        "--states",
+        type=Path,
+        default=None,
+        metavar="FILE.npy",
+        help="held-out states to verify on (default: 1000 jittered golden states)",
+    )
+    p.add_argument("--seed", type=count, default=0, help="seed of the golden recording (default: 0)")
+    add_env_options(p)
     p.add_argument("--json", action="store_true", help="print the verification report as JSON")
     p.set_defaults(run=run)
 

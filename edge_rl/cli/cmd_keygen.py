@@ -13,7 +13,9 @@ def add(sub: argparse._SubParsersAction) -> None:
         description="Writes KEY (private, PEM, mode 0600) and KEY.pub (public, PEM); never overwrites a key. "
         "Sign with `edge-rl export --sign KEY`, check on the device with `edge-rl verify --public-key KEY.pub`.",
     )
-    p.add_argument("--out", type=Path, required=True, metavar="KEY", help="private key path")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="KEY", help="private key path; KEY.pub is written beside it"
+    )
     p.set_defaults(run=run)
 
 

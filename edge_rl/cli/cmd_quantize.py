@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_rl.cli.common import json_object, load_states
+from edge_rl.cli.common import add_env_options, count, load_states, positive_int
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -20,16 +20,31 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("policy_dir", metavar="DIR", type=Path, help="fp32 policy directory")
     p.add_argument("--to", choices=("int8",), required=True, help="target precision")
     p.add_argument("--out", type=Path, required=True, help="output policy directory")
-    p.add_argument("--calibration", choices=("minmax", "percentile", "mse"), default="percentile")
-    p.add_argument("--states", type=Path, default=None, metavar="FILE.npy", help="calibration observations (N, obs)")
-    p.add_argument("--n-states", type=int, default=5_000, help="states to record when --states is not given")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--calibration",
+        choices=("minmax", "percentile", "mse"),
+        default="percentile",
+        help="activation range estimator (default: percentile, 99.99)",
+    )
+    p.add_argument(
+        "--states",
+        type=Path,
+        default=None,
+        metavar="FILE.npy",
+        help="calibration observations (N, obs) (default: recorded in the env)",
+    )
+    p.add_argument(
+        "--n-states",
+        type=positive_int,
+        default=5_000,
+        help="states to record when --states is not given (default: 5000)",
+    )
+    p.add_argument("--seed", type=count, default=0, help="seed of the recording (default: 0)")
     p.add_argument("--no-equalize", dest="equalize", action="store_false", help="skip cross-layer range equalisation")
     p.add_argument(
         "--no-bias-correction", dest="correct_bias", action="store_false", help="skip empirical bias correction"
     )
-    p.add_argument("--env", default=None, metavar="ENV_ID", help="environment (default: the policy's)")
-    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON")
+    add_env_options(p)
     p.set_defaults(run=run)
 
 

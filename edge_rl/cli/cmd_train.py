@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_rl.cli.common import add_dataclass_options, int_list, json_object
+from edge_rl.cli.common import add_dataclass_options, count, int_list, json_object, positive_int
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -16,13 +16,21 @@ def add(sub: argparse._SubParsersAction) -> None:
         "policy IR (policy.json + policy.safetensors), train.json (config, curve, evaluations) and curve.png.",
     )
     p.add_argument("env_id", metavar="ENV_ID", help="e.g. CartPole-v1, edge_rl/AntiJam-v0")
-    p.add_argument("--steps", type=int, default=None, help="environment step budget (default: preset or 50000)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="environment step budget (default: preset or 50000)"
+    )
+    p.add_argument("--seed", type=count, default=None, help="random seed (default: 0)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<env>-seed<seed>)")
     p.add_argument("--hidden", type=int_list, default=None, metavar="N,N", help="hidden widths (default: 64,64)")
-    p.add_argument("--env-kwargs", type=json_object, default=None, metavar="JSON", help="kwargs for gymnasium.make")
     p.add_argument(
-        "--config", type=Path, default=None, metavar="FILE.toml", help="settings file ([dqn] table or top level)"
+        "--env-kwargs", type=json_object, default=None, metavar="JSON", help="kwargs for gymnasium.make (default: {})"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE.toml",
+        help="settings file ([dqn] table or top level) (default: none: preset values)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from edge_rl.train.config import DQNConfig  # pure Python: no torch at parse time

@@ -22,6 +22,35 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _bounded(kind: type, low: float, inclusive: bool, high: float | None = None) -> Any:
+    """An argparse type: a number of `kind` above `low` (or at it, if inclusive), at most `high`."""
+    bound = f">= {low}" if inclusive else f"> {low}"
+    if high is not None:
+        bound += f" and <= {high}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        ok = value is not None and (value >= low if inclusive else value > low) and (high is None or value <= high)
+        if not ok:  # also refuses NaN, which compares false with everything
+            raise argparse.ArgumentTypeError(
+                f"must be {'an integer' if kind is int else 'a number'} {bound}, got {text!r}"
+            )
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _bounded(int, 1, inclusive=True)
+count = _bounded(int, 0, inclusive=True)  # seeds, versions, sizes that may be zero
+positive_float = _bounded(float, 0.0, inclusive=False)
+nonnegative_float = _bounded(float, 0.0, inclusive=True)
+unit_float = _bounded(float, 0.0, inclusive=True, high=1.0)
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """argparse type for widths like 64,64."""
     try:
@@ -51,6 +80,18 @@ def add_dataclass_options(group: argparse._ArgumentGroup, cls: type, skip: set[s
         else:
             base = float if hint in (float, float | None) else int if hint is int else str
             group.add_argument(flag, type=base, default=None, metavar=base.__name__.upper(), help=help_text)
+
+
+def add_env_options(p: argparse.ArgumentParser, default: str = "the policy's") -> None:
+    """--env and --env-kwargs, which every command that runs a policy in its environment takes."""
+    p.add_argument("--env", default=None, metavar="ENV_ID", help=f"environment id (default: {default})")
+    p.add_argument(
+        "--env-kwargs",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help=f"kwargs for gymnasium.make (default: {default})",
+    )
 
 
 def policy_env(policy: Any, env: str | None, env_kwargs: dict | None, where: object) -> tuple[str, dict]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edge_rl.bundle import Bundle, open_bundle
 from edge_rl.errors import BundleError, ExitCode
 from edge_rl.runtime.backends import Backend
-from export.bundle import Bundle, open_bundle
+from edge_rl.runtime.verify import make_backend, verify_bundle
 
 
 def load_bundle(
@@ -21,10 +22,9 @@ def load_bundle(
     """The backend to act with, the checked bundle and the verification report.
 
     `backend="auto"` verifies every backend the bundle has files for and picks the fastest that
-    passed; a named backend must pass itself. Refusals are `BundleError`s with their exit codes.
+    passed (never a kernel set that deviated); a named backend must pass itself. Refusals are
+    `BundleError`s with their exit codes; the caller closes the backend (it is a context manager).
     """
-    from export.verify import make_backend, verify_bundle  # export.verify imports the backends: no cycle
-
     bundle = open_bundle(path, public_key, installed_version, allow_downgrade)
     report = verify_bundle(bundle, None if backend == "auto" else [backend], extra=extra)
     name = report["fastest"] if backend == "auto" else backend

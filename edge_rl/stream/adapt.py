@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from edge_rl.errors import BadInput
-from edge_rl.layers import Activation, Dense, DuelingSum, Layer, LayerNorm
-from edge_rl.policy import ActionSpec, ObservationSpec, Policy
+from edge_rl.layers import Activation, Dense, DuelingSum, LayerNorm
+from edge_rl.policy import Policy
 from edge_rl.qlayers import DenseBinary, DenseInt8, Dequantize, Quantize
 from edge_rl.stream.learner import StreamQ
 from edge_rl.stream.network import LayerSpec, StreamNet
@@ -28,7 +28,6 @@ from edge_rl.stream.normalize import ObservationNormalizer
 
 MODES = ("full", "head")
 PRIOR_COUNT = 10_000
-NO_CLIP = 1e30  # an exported policy without a clip (stream Q(lambda) normalises without one)
 ADAPT_DEFAULTS = {"eps_start": 0.05, "eps_end": 0.01, "eps_decay_steps": 10_000, "scale_rewards": False}
 
 
@@ -92,8 +91,7 @@ class HeadStreamQ(StreamQ):
         net = StreamNet([LayerSpec(weight.shape[1], weight.shape[0], False, None)])
         net.blocks[0][:, :-1], net.blocks[0][:, -1] = weight, bias
         n = weight.shape[1]
-        super().__init__(n, weight.shape[0], hidden=(), net=net, raw_tail=n, **kwargs)
-        self.mode, self.source = "head", policy
+        super().__init__(n, weight.shape[0], hidden=(), net=net, raw_tail=n, mode="head", source=policy, **kwargs)
         self._features: tuple[np.ndarray, np.ndarray] | None = None  # (raw observation, its features)
 
     def features(self, obs: np.ndarray) -> np.ndarray:
@@ -117,6 +115,13 @@ class HeadStreamQ(StreamQ):
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         return super().q_values(self.features(obs))
 
+    def to_policy(self) -> Policy:
+        """The deployed body (unchanged, int8 / 1-bit included) under the learned float head."""
+        head = Dense(self.net.weight(0).copy(), self.net.bias(0).copy())
+        meta = {**self.source.metadata, "trainer": "stream_q", "gamma": self.gamma}
+        meta["stream_steps"], meta["adapted"] = self.steps, self.mode
+        return Policy(self.source.observation, self.source.action, [*self.body, head], meta)
+
 
 def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COUNT, **kwargs: Any) -> StreamQ:
     """A learner starting from `policy`; keyword arguments override the adaptation defaults.
@@ -126,7 +131,7 @@ def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COU
     """
     if mode not in MODES:
         raise BadInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    fixed = sorted({"hidden", "raw_tail", "net"} & kwargs.keys())
+    fixed = sorted({"hidden", "raw_tail", "net", "normalizer", "mode", "source"} & kwargs.keys())
     if fixed:
         raise BadInput(f"the policy fixes {', '.join(fixed)}: adaptation takes only the learning settings")
     settings = {"gamma": float(policy.metadata.get("gamma", 0.99)), **ADAPT_DEFAULTS, **kwargs}
@@ -137,41 +142,10 @@ def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COU
     for block, (weight, bias) in zip(net.blocks, params, strict=True):
         block[:, :-1], block[:, -1] = weight, bias
     net.centre()
-    hidden = tuple(s.n_out for s in specs[:-1])
-    learner = StreamQ(policy.observation.size, policy.action.n, hidden=hidden, net=net, **settings)
     obs = policy.observation
-    learner.normalizer = ObservationNormalizer(obs.size, clip=obs.clip, eps=obs.eps)  # as the policy normalises
-    learner.normalizer.load(prior_count, obs.mean.astype(np.float64), obs.var.astype(np.float64) * (prior_count - 1))
-    learner.mode, learner.source = "full", policy
-    return learner
-
-
-def to_policy(learner: StreamQ) -> Policy:
-    """The learner's current greedy policy as an IR; its normalisation is the learner's running one."""
-    source: Policy | None = learner.source
-    meta = {**(source.metadata if source else {}), "trainer": "stream_q", "gamma": learner.gamma}
-    meta["stream_steps"], meta["adapted"] = learner.steps, learner.mode
-    net = learner.net
-    if isinstance(learner, HeadStreamQ):
-        head = Dense(net.weight(0).copy(), net.bias(0).copy())
-        return Policy(source.observation, source.action, [*learner.body, head], meta)
-    normalizer, tail = learner.normalizer, learner.raw_tail
-    stats = normalizer.stats
-    mean = np.concatenate([stats.mean, np.zeros(tail)])
-    var = np.concatenate([stats.var, np.ones(tail)])
-    clip = NO_CLIP if normalizer.clip is None else normalizer.clip
-    shape = source.observation.shape if source else (learner.obs_dim,)
-    low = source.observation.low if source else np.full(shape, -np.inf)
-    high = source.observation.high if source else np.full(shape, np.inf)
-    names = source.observation.names if source else ()
-    observation = ObservationSpec(
-        shape, low, high, mean.reshape(shape), var.reshape(shape), clip, normalizer.eps, names
+    normalizer = ObservationNormalizer(obs.size, clip=obs.clip, eps=obs.eps)  # as the policy normalises
+    normalizer.load(prior_count, obs.mean.astype(np.float64), obs.var.astype(np.float64) * (prior_count - 1))
+    hidden = tuple(s.n_out for s in specs[:-1])
+    return StreamQ(
+        obs.size, policy.action.n, hidden, net=net, normalizer=normalizer, mode="full", source=policy, **settings
     )
-    layers: list[Layer] = []
-    for i, spec in enumerate(net.specs):
-        layers.append(Dense(net.weight(i).copy(), net.bias(i).copy()))
-        if spec.layernorm:
-            layers.append(LayerNorm(1e-5))
-        if spec.activation is not None:
-            layers.append(Activation(spec.activation, 0.01))
-    return Policy(observation, source.action if source else ActionSpec(learner.n_actions), layers, meta)

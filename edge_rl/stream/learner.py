@@ -21,9 +21,13 @@ from typing import Any
 import numpy as np
 
 from edge_rl.errors import BadInput
+from edge_rl.layers import Activation, Dense, Layer, LayerNorm
+from edge_rl.policy import ActionSpec, ObservationSpec, Policy
 from edge_rl.stream.draws import ActionDraws
-from edge_rl.stream.network import LayerSpec, Plan, StreamNet
+from edge_rl.stream.network import Plan, StreamNet
 from edge_rl.stream.normalize import ObservationNormalizer, RewardScaler
+
+NO_CLIP = 1e30  # the IR's clip for a learner that normalises without one (stream Q(lambda) from scratch)
 
 
 class StreamQ:
@@ -46,7 +50,13 @@ class StreamQ:
         sparsity: float = 0.9,
         net: StreamNet | None = None,
         scale_rewards: bool = True,
+        normalizer: ObservationNormalizer | None = None,
+        mode: str = "scratch",
+        source: Policy | None = None,
     ) -> None:
+        """`net` and `normalizer` default to a fresh sparse-initialised MLP and running statistics;
+        an adapted learner (`edge_rl.stream.adapt`) passes its own, with `mode` "full" or "head"
+        and the deployed `source` policy it adapts."""
         if not (0 <= raw_tail <= obs_dim and n_actions >= 1 and obs_dim >= 1 and eps_decay_steps >= 1):
             raise BadInput("StreamQ needs obs_dim >= 1, n_actions >= 1, 0 <= raw_tail <= obs_dim, eps_decay_steps >= 1")
         self.obs_dim, self.n_actions, self.hidden = obs_dim, n_actions, tuple(hidden)
@@ -62,7 +72,7 @@ class StreamQ:
         self.ones = np.ones_like(net.theta)  # |z|_1 = |z| . 1
         self.decay = np.array(gamma * lam, np.float32)  # 0-d arrays: Python scalars in a ufunc cost a conversion
         self.step_size = np.zeros((), np.float32)
-        self.normalizer = ObservationNormalizer(obs_dim, raw_tail)
+        self.normalizer = normalizer if normalizer is not None else ObservationNormalizer(obs_dim, raw_tail)
         self.rewards = RewardScaler(gamma)
         self.draws = ActionDraws(seed)  # action draws only: one uniform per step, one integer when exploring
         self.steps = 0
@@ -71,8 +81,8 @@ class StreamQ:
         self._given: object = None  # the object `observe` got it as: `act(next_obs)` is then an identity check
         self._pending: tuple[list[float], Plan, int, bool] | None = None  # (q, cache, action, nongreedy)
         self.last: dict[str, float] = {}  # the last update's delta, alpha_eff, |z|_1: for telemetry and tests
-        self.mode = "scratch"  # or "full" / "head": adapting `source`, the deployed policy (`from_policy`)
-        self.source: Any = None
+        self.mode = mode  # "scratch", or "full" / "head": adapting `source`, the deployed policy
+        self.source = source
 
     # -- acting ---------------------------------------------------------------------------------
 
@@ -176,7 +186,7 @@ class StreamQ:
     )  # what the constructor takes and the state carries
 
     def state_dict(self) -> dict[str, Any]:
-        """Arrays plus JSON-able scalars; `from_state_dict` continues bit for bit (between steps)."""
+        """Arrays plus JSON-able scalars; `edge_rl.stream.state.restore` continues bit for bit (between steps)."""
         if self._pending is not None:
             raise BadInput("state_dict() between act() and observe(): save after observe")
         _, keys, pos, has_gauss, gauss = self.draws.get_state()
@@ -213,36 +223,12 @@ class StreamQ:
             arrays["state"], arrays["raw"] = self._state.copy(), self._raw.copy()
         return {"scalars": scalars, "arrays": arrays}
 
-    @classmethod
-    def from_state_dict(cls, d: dict[str, Any], policy: Any = None) -> StreamQ:
-        """The learner `state_dict` saved; a learner adapting a deployed policy needs that policy back.
-
-        The network is rebuilt from the saved layers (scratch) or from `policy` (full, head),
-        which must be the one adapted (its digest is in the state); then every piece of state
-        is checked against it and loaded.
-        """
-        s = d["scalars"]
-        settings = {k: s[k] for k in cls.HYPERPARAMETERS}
-        mode = s.get("mode", "scratch")
-        if mode == "scratch":
-            net = StreamNet([LayerSpec(int(i), int(o), bool(ln), act) for i, o, ln, act in s["layers"]])
-            hidden, raw_tail = tuple(s["hidden"]), int(s["raw_tail"])
-            learner = cls(int(s["obs_dim"]), int(s["n_actions"]), hidden, raw_tail=raw_tail, net=net, **settings)
-        else:
-            if policy is None:
-                raise BadInput(f"this learner state adapts a deployed policy ({mode}): pass that policy to restore it")
-            if s.get("source") != policy.digest():
-                raise BadInput("this learner state adapted another policy (its digest differs)")
-            learner = cls.from_policy(policy, mode, **settings)
-        learner._load(d)
-        return learner
-
     def _layers(self) -> list[list]:
         """The network's layers as JSON rows [n_in, n_out, layernorm, activation]."""
         return [[spec.n_in, spec.n_out, spec.layernorm, spec.activation] for spec in self.net.specs]
 
-    def _load(self, d: dict[str, Any]) -> None:
-        """Fill this learner (built with the saved structure) with the saved state, refusing mismatches."""
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Fill this learner (built with the saved structure: `edge_rl.stream.state.restore`), refusing mismatches."""
         s, a = d["scalars"], d["arrays"]
         if [list(layer) for layer in s["layers"]] != self._layers() or s["obs_dim"] != self.obs_dim:
             raise BadInput("learner state: its layers do not match this network")
@@ -268,17 +254,35 @@ class StreamQ:
             self._state = self._raw = None
         self._given, self._pending = None, None
 
-    # -- deployed policies ------------------------------------------------------------------------
+    # -- back to the IR ---------------------------------------------------------------------------
 
-    @classmethod
-    def from_policy(cls, policy: Any, mode: str = "full", **kwargs: Any) -> StreamQ:
-        """A learner that starts from a deployed IR (fp32 or int8); see `edge_rl.stream.adapt`."""
-        from edge_rl.stream.adapt import from_policy
+    def to_policy(self) -> Policy:
+        """The current greedy network as a policy IR (Dense / LayerNorm / activations), to quantize and export.
 
-        return from_policy(policy, mode, **kwargs)
-
-    def to_policy(self) -> Any:
-        """The current network as a policy IR (Dense / LayerNorm / activations), to quantize and export again."""
-        from edge_rl.stream.adapt import to_policy
-
-        return to_policy(self)
+        Its normalisation is the learner's running one; an adapted learner keeps its source's
+        spec (shape, bounds, names, actions and safe action) and metadata.
+        """
+        source = self.source
+        meta = {**(source.metadata if source else {}), "trainer": "stream_q", "gamma": self.gamma}
+        meta["stream_steps"], meta["adapted"] = self.steps, self.mode
+        stats, tail = self.normalizer.stats, self.raw_tail
+        mean = np.concatenate([stats.mean, np.zeros(tail)])
+        var = np.concatenate([stats.var, np.ones(tail)])
+        clip = NO_CLIP if self.normalizer.clip is None else self.normalizer.clip
+        if source is not None:
+            spec = source.observation
+            shape, low, high, names = spec.shape, spec.low, spec.high, spec.names
+        else:
+            shape, names = (self.obs_dim,), ()
+            low, high = np.full(shape, -np.inf), np.full(shape, np.inf)
+        observation = ObservationSpec(
+            shape, low, high, mean.reshape(shape), var.reshape(shape), clip, self.normalizer.eps, names
+        )
+        layers: list[Layer] = []
+        for i, spec in enumerate(self.net.specs):
+            layers.append(Dense(self.net.weight(i).copy(), self.net.bias(i).copy()))
+            if spec.layernorm:
+                layers.append(LayerNorm(1e-5))
+            if spec.activation is not None:
+                layers.append(Activation(spec.activation, 0.01))
+        return Policy(observation, source.action if source else ActionSpec(self.n_actions), layers, meta)

@@ -1,18 +1,14 @@
-"""Run an adaptation in simulation and write what a user looks at: the curve (JSON, PNG), the policy, the state."""
+"""What a user looks at after an adaptation run: the curve per window of steps, as JSON and as a PNG."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge_rl.atomic import write_atomic
-from edge_rl.stream.learner import StreamQ
-from edge_rl.stream.protocol import StreamRun, run_stream
-from edge_rl.stream.state import save_state
+if TYPE_CHECKING:
+    from edge_rl.stream.simulate import StreamRun
 
 
 def curve(run: StreamRun, steps: int, window: int) -> dict[str, list]:
@@ -57,45 +53,3 @@ def plot(points: dict[str, list], title: str, path: Path, shift_at: int | None =
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
-
-
-def write_adaptation(
-    learner: StreamQ,
-    env_id: str,
-    env_kwargs: dict[str, Any],
-    steps: int,
-    seed: int,
-    window: int,
-    shift: tuple[int, dict[str, Any]] | None,
-    out: Path,
-) -> str:
-    """Run `learner` for `steps`, write policy, state, adapt.json and curve.png to `out`; one-line summary."""
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    run = run_stream(learner, env_id, steps, seed, env_kwargs, shift=shift)
-    seconds = time.perf_counter() - t0
-    points = curve(run, steps, window)
-    learner.to_policy().save(out)
-    save_state(learner, out)
-    mode = learner.mode
-    report = {
-        "env_id": env_id,
-        "env_kwargs": env_kwargs,
-        "mode": mode,
-        "steps": steps,
-        "seed": seed,
-        "shift": list(shift) if shift else None,
-        "gamma": learner.gamma,
-        "seconds": round(seconds, 2),
-        "steps_per_second": round(steps / seconds, 1),
-        "episodes": len(run.returns),
-        "curve": points,
-    }
-    write_atomic(out / "adapt.json", json.dumps(report, indent=1) + "\n")
-    plotted = plot(points, f"{env_id}: {mode} learner", out / "curve.png", shift[0] if shift else None)
-    last = [v for v in (points["success_rate"] if run.successes else points["mean_return"]) if v is not None]
-    tail = f"last window {last[-1]:.3f}" if last else "no finished episode"
-    return (
-        f"{out}: {mode} adaptation, {steps:,} steps in {seconds:.1f} s ({steps / seconds:,.0f} steps/s), "
-        f"{len(run.returns)} episodes, {tail}" + ("" if plotted else " (no matplotlib: curve.png skipped)")
-    )

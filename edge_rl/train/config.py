@@ -66,6 +66,7 @@ class DQNConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         checks = {
             "steps": self.steps > 0,
+            "seed": self.seed >= 0,
             "hidden": all(h > 0 for h in self.hidden),
             "activation": self.activation in ("relu", "leaky_relu"),
             "n_step": self.n_step >= 1,
@@ -87,7 +88,8 @@ class DQNConfig:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError("invalid DQN settings: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+            settings = (f"{n}={getattr(self, n)!r} (--{n.replace('_', '-')})" for n in bad)
+            raise ValueError("invalid DQN settings: " + ", ".join(settings))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
