@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench install system clean
+.PHONY: demo test test-kernels test-device lint format bench install system clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,25 @@ demo: $(STAMP)
 system:
 	.ci/system-deps
 
+# the import contracts first (seconds), then the suite
 test: $(STAMP) system
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
+
+# the learning tests again, under CPU kernel sets other than this machine's defaults (float results differ)
+test-kernels: $(STAMP) system
+	.ci/other-kernels $(BIN)/python -m pytest -q -m learning
+
+# the suite as a device install sees it: numpy, the runtimes and the links, never torch or the exporters
+test-device: system
+	test -x .venv-device/bin/python || $(PYTHON) -m venv .venv-device
+	.venv-device/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[device]' pytest
+	.venv-device/bin/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -43,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/adaptation.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-device runs .pytest_cache .ruff_cache .import_linter_cache

@@ -25,7 +25,7 @@ import edge_rl.qlayers  # noqa: F401 - registers the quantized layer kinds
 from edge_rl.atomic import write_atomic
 from edge_rl.errors import BadInput, ExitCode, PolicyFormatError
 from edge_rl.layers import LAYER_KINDS, Activation, Dense, Layer, LayerNorm
-from edge_rl.tensorfile import TensorFileError, parse_tensors, save_tensors
+from edge_rl.tensorfile import TensorFileError, parse_tensors, tensor_bytes
 
 __all__ = [
     "ActionSpec",
@@ -256,13 +256,20 @@ class Policy:
         }
         return doc, tensors
 
+    def to_bytes(self) -> tuple[bytes, bytes]:
+        """The contents of policy.json and policy.safetensors."""
+        doc, tensors = self._parts()
+        return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8"), tensor_bytes(
+            tensors, {"format": FORMAT}
+        )
+
     def save(self, directory: str | Path) -> Path:
         """Write policy.json + policy.safetensors into `directory` (created if needed), each atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        doc, tensors = self._parts()
-        save_tensors(directory / TENSOR_FILE, tensors, {"format": FORMAT})
-        write_atomic(directory / JSON_FILE, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        json_bytes, tensors = self.to_bytes()
+        write_atomic(directory / TENSOR_FILE, tensors)
+        write_atomic(directory / JSON_FILE, json_bytes)
         return directory
 
     def digest(self) -> str:

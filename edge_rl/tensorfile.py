@@ -39,6 +39,11 @@ class TensorFileError(BadInput):
 
 def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Write `tensors` atomically (temp file + rename), in sorted name order."""
+    write_atomic(path, tensor_bytes(tensors, metadata))
+
+
+def tensor_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors encoding of `tensors`, in sorted name order."""
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -54,7 +59,7 @@ def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dic
         offset += len(data)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # align the data section, as the reference writer does
-    write_atomic(path, b"".join([struct.pack("<Q", len(head)), head, *blobs]))
+    return b"".join([struct.pack("<Q", len(head)), head, *blobs])
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -13,21 +13,12 @@ import os
 import platform
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_rl.bundle import (
-    FORMAT,
-    FORMAT_FILES,
-    MIN_GOLDEN,
-    SCHEMA_VERSION,
-    describe,
-    open_bundle,
-    write_bundle,
-)
+from edge_rl.bundle import FORMAT_FILES, build_manifest, open_bundle, write_bundle
 from edge_rl.card import model_card
 from edge_rl.errors import BadInput, BundleError, ExitCode
 from edge_rl.policy import Policy
@@ -98,12 +89,22 @@ def export_bundle(
     unknown = sorted(set(formats) - set(FORMAT_FILES))
     if unknown or not formats:
         raise BadInput(f"unknown export format(s) {unknown}; choose from {', '.join(FORMAT_FILES)}")
-    golden_states = np.asarray(golden_states, np.float32)
-    if bundle_version is not None and bundle_version < 0:
-        raise BadInput(f"--bundle-version must be >= 0, got {bundle_version}")
-    if len(golden_states) < MIN_GOLDEN:
-        raise BadInput(f"need at least {MIN_GOLDEN} golden observations, got {len(golden_states)}")
-    golden_q = policy.q_values(golden_states)
+    card = model_card(policy)
+    manifest = build_manifest(
+        policy,
+        golden_states,
+        formats,
+        bundle_version,
+        card={k: card[k] for k in CARD_KEYS},
+        provenance={
+            "env_id": policy.metadata.get("env_id"),
+            "env_kwargs": policy.metadata.get("env_kwargs"),
+            "seed": policy.metadata.get("seed"),
+            "git_commit": _git_commit(),
+            "versions": _versions(),
+            **(provenance or {}),
+        },
+    )
     signer = None
     if sign_key is not None:
         from edge_rl.signing import signer as make_signer
@@ -118,38 +119,14 @@ def export_bundle(
     moved: list[Path] = []
     try:
         staging.mkdir()
-        policy.save(staging)
-        files = {name: (staging / name).read_bytes() for name in ("policy.json", "policy.safetensors")}
-        files.update(_model_files(policy, formats, golden_states, golden_q.argmax(axis=1)))
-        card = model_card(policy)
-        manifest = {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "bundle_version": int(bundle_version if bundle_version is not None else time.time()),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "formats": list(formats),
-            **describe(policy),
-            "card": {k: card[k] for k in CARD_KEYS},
-            "provenance": {
-                "env_id": policy.metadata.get("env_id"),
-                "env_kwargs": policy.metadata.get("env_kwargs"),
-                "seed": policy.metadata.get("seed"),
-                "git_commit": _git_commit(),
-                "versions": _versions(),
-                **(provenance or {}),
-            },
-            "golden": {
-                "observations": golden_states.astype(np.float64).tolist(),
-                "q_values": golden_q.astype(np.float64).tolist(),
-                "actions": golden_q.argmax(axis=1).tolist(),
-            },
-        }
-        names = write_bundle(staging, files, manifest, signer)
+        golden = np.asarray(manifest["golden"]["observations"], np.float32)
+        model_files = _model_files(policy, formats, golden, np.asarray(manifest["golden"]["actions"]))
+        names = write_bundle(staging, policy, manifest, model_files, signer)
         report = verify_bundle(open_bundle(staging), states=verify_states)
         if not report["passed"]:
             failed = [n for n, r in report["backends"].items() if not (r["passed"] or r["optional"])]
             raise BundleError(f"export verification failed for {', '.join(failed)}", ExitCode.FAILURE)
-        _check_every_file_ran(report, files)
+        _check_every_file_ran(report, model_files)
         for name in names:  # manifest.sha256 last: a bundle interrupted here refuses to load
             os.replace(staging / name, out / name)
             moved.append(out / name)

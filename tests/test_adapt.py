@@ -143,6 +143,7 @@ def test_adapt_command_writes_policy_state_curve(tmp_path: Path, cartpole_states
 
 def test_head_adapted_int8_policy_exports_and_verifies(cartpole_states, tmp_path: Path) -> None:
     """body + dequantize + float head: a new layer kind every exporter must carry (ONNX, TFLite, C)."""
+    pytest.importorskip("onnx", reason="the exporters need the export extra (training box)")
     from edge_rl.bundle import open_bundle
     from edge_rl.runtime import verify_bundle
     from export.exporter import export_bundle

@@ -92,6 +92,7 @@ def test_eval_refuses_mismatched_env(tmp_path) -> None:
 @pytest.mark.slow
 def test_train_then_eval_round_trip(tmp_path) -> None:
     """A tiny run writes the documented run directory, and eval reads it back without torch."""
+    pytest.importorskip("torch")
     cfg = tmp_path / "tiny.toml"
     cfg.write_text("[dqn]\nlearning_starts = 200\neval_every = 1000\neval_episodes = 3\nbatch_size = 32\n")
     out = tmp_path / "run"
@@ -154,6 +155,7 @@ def test_eval_reports_success_rate_for_envs_that_report_it(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_any_box_discrete_gymnasium_env_works_end_to_end(tmp_path) -> None:
+    pytest.importorskip("torch")
     out = tmp_path / "acrobot"
     result = cli(
         "train",

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("onnx", reason="the exporters need the export extra (training box)")
+
 from edge_rl.policy import ObservationError, Policy
 from edge_rl.runtime import LiteRTBackend, NumpyBackend, OnnxBackend
 from edge_rl.runtime.parity import compare, tolerance

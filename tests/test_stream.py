@@ -65,7 +65,7 @@ def test_normaliser_and_reward_scaler_match_prefix_statistics(features: int) -> 
 
 @pytest.mark.parametrize("n_actions", [2, 3, 6])  # 3 and 6 exercise the integer draw's rejection
 def test_action_streams_are_identical(n_actions: int) -> None:
-    import torch
+    torch = pytest.importorskip("torch")
 
     oracle = torch_oracle(5, n_actions, raw_tail=1, seed=4)
     with torch.no_grad():

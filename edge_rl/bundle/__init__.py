@@ -18,6 +18,7 @@ from edge_rl.bundle.container import (
     write_bundle,
 )
 from edge_rl.bundle.manifest import FORMAT, MIN_GOLDEN, SCHEMA_VERSION, Golden, describe, precision
+from edge_rl.bundle.manifest import build as build_manifest
 
 __all__ = [
     "CHECKSUM",
@@ -31,6 +32,7 @@ __all__ = [
     "SIGNATURE",
     "Bundle",
     "Golden",
+    "build_manifest",
     "describe",
     "open_bundle",
     "precision",

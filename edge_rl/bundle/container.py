@@ -186,12 +186,24 @@ def open_bundle(
 
 
 def write_bundle(
-    directory: Path, files: dict[str, bytes], manifest: dict[str, Any], sign: Callable[[bytes], bytes] | None = None
+    directory: Path,
+    policy: Policy,
+    manifest: dict[str, Any],
+    model_files: dict[str, bytes] | None = None,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> list[str]:
-    """Write content files, then the manifest with their hashes, its checksum and signature, into `directory`.
+    """Write the IR, the model files, then the manifest with their hashes, its checksum and signature.
 
-    Returns the names written, in the order a reader should see them appear (manifest.sha256 last).
+    `manifest` comes from `manifest.build`; `model_files` maps names in FORMAT_FILES' values to
+    bytes (none: a bundle the numpy backend runs alone). Nothing is verified here: `export`
+    verifies what it wrote before it moves the files into place. Returns the names written, in
+    the order a reader should see them appear (manifest.sha256 last).
     """
+    unknown = sorted(set(model_files or {}) - set(FORMAT_FILES.values()))
+    if unknown:
+        raise BadInput(f"{unknown} are not bundle model files ({', '.join(FORMAT_FILES.values())})")
+    json_text, tensor_bytes = policy.to_bytes()
+    files = {IR_FILES[0]: json_text, IR_FILES[1]: tensor_bytes, **(model_files or {})}
     manifest["files"] = {name: {"sha256": sha256(data), "bytes": len(data)} for name, data in sorted(files.items())}
     manifest_bytes = (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode("utf-8")
     written = {**files, MANIFEST: manifest_bytes}

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edge_rl.errors import BundleError, ExitCode
+from edge_rl.errors import BadInput, BundleError, ExitCode
 from edge_rl.policy import Policy
 
 FORMAT = "edge-rl-bundle"
@@ -56,6 +57,43 @@ def describe(policy: Policy) -> dict[str, Any]:
             "names": list(obs.names),
         },
         "action": {"n": act.n, "names": list(act.names), "safe": act.safe},
+    }
+
+
+def build(
+    policy: Policy,
+    golden_states: np.ndarray,
+    formats: list[str],
+    bundle_version: int | None = None,
+    card: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A manifest for `policy` (its file table is added when the files are written).
+
+    Golden I/O is the numpy IR's own output on `golden_states` (>= MIN_GOLDEN raw observations);
+    the version defaults to Unix time, so later bundles are newer. The card summary and the
+    provenance are the training box's to give.
+    """
+    golden_states = np.asarray(golden_states, np.float32)
+    if len(golden_states) < MIN_GOLDEN:
+        raise BadInput(f"need at least {MIN_GOLDEN} golden observations, got {len(golden_states)}")
+    if bundle_version is not None and not is_count(bundle_version):
+        raise BadInput(f"bundle version must be an integer >= 0, got {bundle_version!r}")
+    q = policy.q_values(golden_states)
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "bundle_version": int(bundle_version if bundle_version is not None else time.time()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "formats": list(formats),
+        **describe(policy),
+        "card": card or {},
+        "provenance": provenance or {},
+        "golden": {
+            "observations": golden_states.astype(np.float64).tolist(),
+            "q_values": q.astype(np.float64).tolist(),
+            "actions": q.argmax(axis=1).tolist(),
+        },
     }
 
 

@@ -55,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from edge_rl.cli.common import policy_env
     from edge_rl.policy import Policy
     from edge_rl.table import print_table
-    from edge_rl.train.distill import DistillConfig, distill
 
     teacher = Policy.load(args.teacher)
     env_id, env_kwargs = policy_env(teacher, args.env, args.env_kwargs, args.teacher)
+    from edge_rl.train.distill import DistillConfig, distill  # torch: after the input is known to be good
+
     cfg = DistillConfig(
         hidden=args.hidden,
         quant=args.quant,

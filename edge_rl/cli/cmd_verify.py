@@ -45,6 +45,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _tolerance(tol: float) -> str:
+    return "0 (bit-exact: a quantized policy)" if tol == 0 else f"{tol:.3g} (fp32: 1e-6 of max |Q|)"
+
+
 def print_report(report: dict[str, Any], as_json: bool, where: Path) -> None:
     from edge_rl.table import print_table
 
@@ -64,7 +68,7 @@ def print_report(report: dict[str, Any], as_json: bool, where: Path) -> None:
     verdict = "verified" if report["passed"] else "FAILED"
     print(
         f"{where}: {verdict} on {report['golden_states']} golden + {report['extra_states']} extra states, "
-        f"tolerance {report['tolerance']:.3g}; fastest passing backend: {report['fastest']}"
+        f"tolerance {_tolerance(report['tolerance'])}; fastest passing backend: {report['fastest']}"
     )
 
 

@@ -56,8 +56,9 @@ class Backend(ABC):
     def _run(self, x: np.ndarray) -> np.ndarray:
         """Q-values of checked raw observations, float32 (batch, size) -> (batch, n)."""
 
-    def close(self) -> None:  # noqa: B027 - the numpy backend holds nothing native to release
-        """Release the runtime's resources; calling such a backend afterwards raises BadInput. Idempotent."""
+    @abstractmethod
+    def close(self) -> None:
+        """Release the runtime's resources; calling the backend afterwards raises BadInput. Idempotent."""
 
     def __enter__(self) -> Backend:
         return self
@@ -76,7 +77,12 @@ class NumpyBackend(Backend):
         self.policy = policy
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.policy is None:
+            raise _closed(self.name)
         return self.policy.forward(x)
+
+    def close(self) -> None:
+        self.policy = None
 
 
 def _closed(name: str) -> BadInput:
