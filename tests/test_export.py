@@ -1,8 +1,5 @@
 """Export: ONNX / TFLite / C header against the numpy IR, on 10k held-out states per policy."""
 
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,6 +8,7 @@ pytest.importorskip("onnx", reason="the exporters need the export extra (trainin
 from edge_rl.policy import ObservationError, Policy
 from edge_rl.runtime import LiteRTBackend, NumpyBackend, OnnxBackend
 from edge_rl.runtime.parity import compare, tolerance
+from export.c_check import run_header
 from export.c_header import to_c_header
 from export.onnx_graph import to_onnx
 from export.tflite_model import to_tflite
@@ -48,32 +46,16 @@ def test_quantized_exports_are_bit_exact(env: str, precision: str, backend: str)
     np.testing.assert_array_equal(runtime_for(policy, backend).q_values(states), policy.q_values(states))
 
 
-def test_c_header_compiles_strictly_and_reproduces_the_ir(case, tmp_path: Path) -> None:
+def test_c_header_compiles_strictly_and_reproduces_the_ir(case) -> None:
     """The C header's Q-values equal the IR's (quantized: exactly; fp32: to 1e-6 of max |Q|) on 2,000 states."""
     _, policy, states = case
     golden = states[:64]
-    (tmp_path / "policy.h").write_text(to_c_header(policy, golden, policy.act(golden)))
-    (tmp_path / "main.c").write_text(
-        '#include <stdio.h>\n#include "policy.h"\n'
-        "int main(void) { float obs[EDGE_RL_OBS_SIZE], q[EDGE_RL_N_ACTIONS]; int k;\n"
-        '  printf("%d\\n", edge_rl_self_test());\n'
-        '  for (;;) { for (k = 0; k < EDGE_RL_OBS_SIZE; ++k) if (scanf("%f", &obs[k]) != 1) return 0;\n'
-        '    edge_rl_q_values(obs, q); for (k = 0; k < EDGE_RL_N_ACTIONS; ++k) printf("%.9g ", q[k]);\n'
-        '    printf("%d\\n", edge_rl_act(obs)); } }\n'
-    )
-    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
-    build = subprocess.run(["cc", *flags, "-o", "run", "main.c", "-lm"], cwd=tmp_path, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    probe = states[:2000]
-    text = "\n".join(" ".join(f"{v:.9g}" for v in row) for row in probe) + "\n" + " ".join(["nan"] * states.shape[1])
-    lines = subprocess.run([str(tmp_path / "run")], input=text, capture_output=True, text=True, timeout=60).stdout
-    first, *rows = lines.splitlines()
-    assert first == "0"  # edge_rl_self_test: no golden action differs
-    table = np.array([row.split() for row in rows], dtype=np.float64)
-    q_c, actions = table[:-1, :-1].astype(np.float32), table[:, -1].astype(int)
-    reference = policy.q_values(probe)
-    assert compare(reference, q_c, tolerance(policy, reference))["passed"]
-    np.testing.assert_array_equal(actions[:-1], policy.act(probe))
+    probe = np.concatenate([states[:2000], np.full((1, states.shape[1]), np.nan, np.float32)])
+    failures, q_c, actions = run_header(to_c_header(policy, golden, policy.act(golden)), probe)
+    assert failures == 0  # edge_rl_self_test: no golden action differs
+    reference = policy.q_values(probe[:-1])
+    assert compare(reference, q_c[:-1], tolerance(policy, reference))["passed"]
+    np.testing.assert_array_equal(actions[:-1], policy.act(probe[:-1]))
     assert actions[-1] == policy.action.safe  # a NaN observation gets the safe action
 
 
@@ -86,3 +68,15 @@ def test_observation_checks_are_the_same_for_every_backend(case) -> None:
         bad[0] = np.inf
         with pytest.raises(ObservationError, match="NaN or infinity"):
             runtime.act(bad)
+
+
+def test_backends_are_context_managers_and_refuse_calls_once_closed() -> None:
+    """A daemon swaps backends for weeks: close() releases the runtime, and a closed backend says so."""
+    _, policy, states = case_for("cartpole", "int8")
+    for runtime in (NumpyBackend(policy), runtime_for(policy, "onnxruntime"), runtime_for(policy, "litert-builtin")):
+        with runtime as entered:
+            assert entered is runtime and entered.act(states[0]) == policy.act(states[0])
+        for call in (runtime.act, runtime.q_values):
+            with pytest.raises(ValueError, match="closed"):
+                call(states[0])
+        runtime.close()  # idempotent
