@@ -31,20 +31,48 @@ def relu_mlp(sizes, seed: int, states: np.ndarray) -> Policy:
     return Policy(spec, ActionSpec(sizes[-1], safe=1), layers, {"env_id": "CartPole-v1", "gamma": 0.97})
 
 
-@pytest.fixture(scope="module")
-def antijam_int8(tmp_path_factory) -> Policy:
+# The jammer switch is judged over teachers x runs: a teacher is a DQN whose float results (so its
+# weights) depend on the CPU's torch kernels, and a run's last bits on numpy's BLAS kernels, so one
+# teacher and one run are one draw. Measured (teachers: seeds 0-9 under ATEN_CPU_CAPABILITY default
+# and avx512; runs 0-4; OpenBLAS Haswell and SkylakeX): head runs 0.93-0.99 late success, full
+# 0.49-0.99 (one below 0.9), frozen 0.005-0.90; over all 1,140 choices of 3 of those teachers x runs
+# 0-2 the mean is >= 0.959 (head) and 0.955 (full), the frozen mean <= 0.585. lr 0 or a flipped
+# update: <= 0.17.
+TEACHER_SEEDS, RUN_SEEDS = (0, 1, 2), (0, 1, 2)
+
+
+def antijam_teacher(seed: int, directory: Path) -> Policy:
     """A DQN trained on the sweeping jammer (25k steps), distilled-free: int8 post-training quantized."""
-    pytest.importorskip("torch")
     from edge_rl.train.config import resolve_config
     from edge_rl.train.dqn import train_dqn
     from quantize.equalize import equalize_ranges
 
     kwargs = {"jammer": "sweeping"}
-    cfg = resolve_config("edge_rl/AntiJam-v0", env_kwargs=kwargs, seed=0, steps=25_000, hidden=(64, 64))
-    policy, _ = train_dqn(cfg, tmp_path_factory.mktemp("aj"), progress=False)
+    cfg = resolve_config("edge_rl/AntiJam-v0", env_kwargs=kwargs, seed=seed, steps=25_000, hidden=(64, 64))
+    policy, _ = train_dqn(cfg, directory, progress=False)
     states = collect_states(policy.act, "edge_rl/AntiJam-v0", 3000, 0, 0.1, kwargs)
     plan = default_plan(3, "int8")
     return quantize_policy(equalize_ranges(policy, states, plan), states, plan, correct_bias=True)
+
+
+@pytest.fixture(scope="module")
+def antijam_int8(tmp_path_factory) -> list[Policy]:
+    pytest.importorskip("torch")
+    return [antijam_teacher(seed, tmp_path_factory.mktemp(f"aj{seed}")) for seed in TEACHER_SEEDS]
+
+
+def jammer_switch(teachers: list[Policy], mode: str, **kwargs) -> tuple[float, float, list[float]]:
+    """Mean late success of `mode` (12k steps, the jammer turns reactive at 2,000; the episodes ending
+    after 8,000) and of the frozen policies, over teachers x RUN_SEEDS; and the adapted runs'."""
+    env_kwargs, shift = {"jammer": "sweeping"}, (2_000, {"jammer": "reactive"})
+
+    def late(agent, seed: int) -> float:
+        run = run_stream(agent, "edge_rl/AntiJam-v0", 12_000, seed + 1, env_kwargs, shift=shift)
+        return float(np.mean([s for s, e in zip(run.successes, run.end_steps, strict=True) if e > 8_000]))
+
+    runs = [late(from_policy(p, mode, seed=k, **kwargs), k) for p in teachers for k in RUN_SEEDS]
+    frozen = [late(FrozenAgent(p.act), k) for p in teachers for k in RUN_SEEDS]
+    return float(np.mean(runs)), float(np.mean(frozen)), runs
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +97,7 @@ def test_fp32_policy_starts_as_itself(cartpole_states, mode: str) -> None:
 def test_int8_body_runs_as_deployed_under_a_float_head(cartpole_states) -> None:
     policy = quantize_policy(relu_mlp((4, 32, 32, 2), 1, cartpole_states), cartpole_states, default_plan(3, "int8"))
     learner = from_policy(policy, "head")
+    assert learner.lam == 0.0 and np.abs(np.stack([learner.features(s) for s in cartpole_states[:300]])).max() <= 1.0
     q = np.stack([learner.q_values(s) for s in cartpole_states[:300]])
     reference = policy.q_values(cartpole_states[:300])
     np.testing.assert_allclose(q, reference, rtol=1e-5, atol=1e-4)  # the same integer body, float head
@@ -100,20 +129,14 @@ def test_scratch_learner_round_trips_through_the_ir() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # LayerNorm + LeakyReLU in the IR, raw time feature
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("mode", ["head", "full"])
-def test_adaptation_recovers_after_a_jammer_switch(antijam_int8: Policy, mode: str) -> None:
-    """An int8 policy trained against the sweeping jammer meets a reactive one at step 2,000: frozen it
-    collapses, adapted (head on the integer body, or every layer in float) it recovers."""
-    env_kwargs, shift = {"jammer": "sweeping"}, (2_000, {"jammer": "reactive"})
-
-    def late(run):  # mean success of the episodes ending in the last 4k of 12k steps
-        return float(np.mean([s for s, e in zip(run.successes, run.end_steps, strict=True) if e > 8_000]))
-
-    frozen = late(run_stream(FrozenAgent(antijam_int8.act), "edge_rl/AntiJam-v0", 12_000, 1, env_kwargs, shift=shift))
-    adapted = late(
-        run_stream(from_policy(antijam_int8, mode), "edge_rl/AntiJam-v0", 12_000, 1, env_kwargs, shift=shift)
-    )
-    assert adapted >= 0.85 and adapted - frozen >= 0.3, (adapted, frozen)
+def test_adaptation_recovers_after_a_jammer_switch(antijam_int8: list[Policy], mode: str) -> None:
+    """int8 policies trained against the sweeping jammer meet a reactive one at step 2,000: frozen they
+    collapse, adapted (head on the integer body, or every layer in float) they recover, on average
+    over 3 teachers x 3 runs (bars below the measured worst: mean 0.955 vs 0.9, gap 0.38 vs 0.3)."""
+    adapted, frozen, runs = jammer_switch(antijam_int8, mode)
+    assert adapted >= 0.9 and adapted - frozen >= 0.3, (adapted, frozen, runs)
 
 
 def test_adapt_command_writes_policy_state_curve(tmp_path: Path, cartpole_states) -> None:

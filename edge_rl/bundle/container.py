@@ -91,7 +91,10 @@ def _listing(path: Path) -> dict[str, Path]:
         raise BundleError(f"bundle {path} is a symlink; refusing to follow it")
     if not path.is_dir():
         raise BadInput(f"bundle {path} is missing (or not a directory)")
-    names = {entry.name for entry in os.scandir(path)}
+    try:
+        names = {entry.name for entry in os.scandir(path)}
+    except OSError as e:
+        raise BadInput(f"cannot list bundle {path}: {e.strerror}") from None
     if not names & {MANIFEST, CHECKSUM}:
         what = "a policy directory" if JSON_FILE in names else "a directory without manifest.json"
         raise BadInput(f"{path} is {what}, not a bundle; make one with `edge-rl export`")

@@ -4,7 +4,11 @@
   updates of ~1e-5 are far below int8 resolution, so quantized weights cannot learn). The
   observation normaliser starts from the IR's statistics, weighted as `prior_count` samples.
 - `head`: the body runs exactly as deployed (int8 or 1-bit included) and a float last layer,
-  initialised from the deployed head, learns on its features.
+  initialised from the deployed head, learns on its features. When the head reads int8 codes,
+  they reach it mapped into [-1, 1] (its weights rescaled to match: the same Q-values), as
+  ObGD's step bound assumes inputs of magnitude <= 1 (dequantized codes reach ~10), and it
+  learns without eligibility traces (lambda 0 unless given): with traces, the rows of the
+  actions of a greedy cycle grow together and the Q-values diverge.
 
 Defaults for adaptation differ from learning from scratch: little exploration (the policy is
 already good), rewards unscaled and gamma from the policy's metadata, so the TD targets are in
@@ -21,7 +25,7 @@ import numpy as np
 from edge_rl.errors import BadInput
 from edge_rl.layers import Activation, Dense, DuelingSum, LayerNorm
 from edge_rl.policy import Policy
-from edge_rl.qlayers import DenseBinary, DenseInt8, Dequantize, Quantize
+from edge_rl.qlayers import INT8_MAX, INT8_MIN, DenseBinary, DenseInt8, Dequantize, Quantize
 from edge_rl.stream.learner import StreamQ
 from edge_rl.stream.network import LayerSpec, StreamNet
 from edge_rl.stream.normalize import ObservationNormalizer
@@ -88,6 +92,12 @@ class HeadStreamQ(StreamQ):
         self.body = layers[: head_end - 1]
         if isinstance(head, DenseInt8):  # the head read int8 codes: give the float head their values
             self.body.append(Dequantize(head.input_scale, head.input_zero_point))
+        if self.body and isinstance(self.body[-1], Dequantize):  # codes into [-1, 1], the head's weights x widest
+            dq = self.body[-1]
+            widest = max(dq.zero_point - INT8_MIN, INT8_MAX - dq.zero_point)  # the largest |code - zero point|
+            self.body[-1] = Dequantize(1.0 / widest, dq.zero_point)
+            weight = (weight.astype(np.float64) * (float(np.float32(dq.scale)) * widest)).astype(np.float32)
+            kwargs = {"lam": 0.0, **kwargs}
         net = StreamNet([LayerSpec(weight.shape[1], weight.shape[0], False, None)])
         net.blocks[0][:, :-1], net.blocks[0][:, -1] = weight, bias
         n = weight.shape[1]
@@ -127,7 +137,8 @@ def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COU
     """A learner starting from `policy`; keyword arguments override the adaptation defaults.
 
     `prior_count` weighs the policy's observation statistics in the `full` learner's running
-    ones; the `head` learner sees the body's features, which it does not normalise.
+    ones; the `head` learner sees the body's features, which it does not normalise (int8
+    codes are mapped into [-1, 1] and learnt on with lambda 0 by default; see the module docstring).
     """
     if mode not in MODES:
         raise BadInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
