@@ -145,12 +145,15 @@ def learning_run(seed: int) -> tuple[float, float | None]:
     return run.window_mean(0, 10_000), solved[0] if solved else None
 
 
+@pytest.mark.learning
 def test_cartpole_reference_protocol_learns() -> None:
-    """5 seeds x 60k steps; a correct learner solves ~90 % of seeds (27/30 clean-room), so >= 3 of 5
-    fails it with probability ~1 %; a broken one solves none. Early returns must sit near the
-    reference's ~33."""
+    """6 seeds x 60k steps, >= 3 must solve. Measured per seed: 91/100 solve under OpenBLAS SkylakeX
+    kernels, 95/100 under Haswell (each seed's run differs between the two), so a correct learner
+    fails with probability ~8e-4 at 91 % (6e-3 at its 95 % lower bound, 85 %); 5 seeds needing 3
+    failed at 6e-3. A broken learner solves none. Six seeds take the wall time of five on two
+    workers. Early returns (30.6-37.8 over those 200 runs) must sit near the reference's ~33."""
     with ProcessPoolExecutor(2) as pool:
-        results = list(pool.map(learning_run, range(5)))
+        results = list(pool.map(learning_run, range(6)))
     early = [m for m, _ in results]
     assert all(25 <= m <= 45 for m in early), early
     assert sum(s is not None for _, s in results) >= 3, results

@@ -1,6 +1,9 @@
 """DQN trainer: reproducibility, n-step bookkeeping, and learning CartPole in a small budget."""
 
 import json
+import multiprocessing
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -68,10 +71,30 @@ def test_variants_run_and_write_a_loadable_run(tmp_path, variant: dict) -> None:
     assert np.isfinite(policy.observation.var).all() and (policy.observation.var > 0).all()
 
 
+def first_ten_thousand_steps(seed: int) -> float:
+    """Greedy mean return (20 fresh episodes) of the policy kept by the first 10k steps of the preset run.
+
+    `steps=10_000, eps_fraction=0.5` is the preset's own 50k-step run cut at 10k: epsilon decays over
+    the same 5k steps, so the trajectory is the one `edge-rl train CartPole-v1` takes.
+    """
+    cfg = resolve_config("CartPole-v1", steps=10_000, eps_fraction=0.5, seed=seed)
+    with tempfile.TemporaryDirectory() as out:
+        policy, _ = train_dqn(cfg, out, progress=False)
+    return evaluate(policy.act, "CartPole-v1", episodes=20, seed=4242).mean_return
+
+
 @pytest.mark.slow
-def test_learns_cartpole_in_a_small_budget(tmp_path) -> None:
-    """Random play scores ~22 and a broken update never holds the pole for 475+ steps."""
-    policy, log = train_dqn(resolve_config("CartPole-v1", steps=20_000, seed=0), tmp_path, progress=False)
-    result = evaluate(policy.act, "CartPole-v1", episodes=20, seed=4242)
-    assert result.mean_return >= 475, (log.best_step, result.returns)
-    assert log.stopped_early and log.steps < 20_000
+@pytest.mark.learning
+def test_learns_cartpole_in_a_small_budget() -> None:
+    """At least 3 of seeds 0-4 hold the pole 200+ steps (greedy mean of 20) after 10k preset steps.
+
+    Measured over 96 runs (seeds 0-31 x ATen avx512, ATen default, MKL_CBWR=COMPATIBLE; ATen avx2
+    and OpenBLAS Haswell reproduce avx512 bit for bit): 156-500, median ~475, 3 below 200 (156,
+    181, 184). Binomial tail at q = 3/96: three of five below the bar 3e-4 (4e-3 at q's 95 % upper
+    bound, 0.079). Solving is no per-seed bar: ~52 % reach 475 and ~23 % confirm 500 by then (at
+    the old 20k steps with epsilon over 2k: 45 % and 20 %). Broken updates stay far below 200:
+    Adam lr ~0 scores ~10, a flipped TD sign ~9, a never-updated target network <= 103 (16 runs).
+    """
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:  # no state forked
+        scores = dict(zip(range(5), pool.map(first_ten_thousand_steps, range(5)), strict=True))
+    assert sum(s >= 200 for s in scores.values()) >= 3, scores

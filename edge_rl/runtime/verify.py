@@ -118,7 +118,12 @@ def verify_bundle(
         try:
             backend = make_backend(name, bundle)
         except BackendUnavailable as e:
-            results[name] = {"available": False, "optional": True, "reason": str(e), "passed": backends is None}
+            results[name] = {
+                "available": False,
+                "optional": name in OPTIONAL,
+                "reason": str(e),
+                "passed": backends is None,
+            }
             continue
         with backend:
             results[name] = _check(name, backend, golden_obs, golden_q, extra_states, reference, tol)
