@@ -128,9 +128,7 @@ class HeadStreamQ(StreamQ):
     def to_policy(self) -> Policy:
         """The deployed body (unchanged, int8 / 1-bit included) under the learned float head."""
         head = Dense(self.net.weight(0).copy(), self.net.bias(0).copy())
-        meta = {**self.source.metadata, "trainer": "stream_q", "gamma": self.gamma}
-        meta["stream_steps"], meta["adapted"] = self.steps, self.mode
-        return Policy(self.source.observation, self.source.action, [*self.body, head], meta)
+        return Policy(self.source.observation, self.source.action, [*self.body, head], self.metadata())
 
 
 def from_policy(policy: Policy, mode: str = "full", prior_count: int = PRIOR_COUNT, **kwargs: Any) -> StreamQ:

@@ -263,15 +263,13 @@ class StreamQ:
         spec (shape, bounds, names, actions and safe action) and metadata.
         """
         source = self.source
-        meta = {**(source.metadata if source else {}), "trainer": "stream_q", "gamma": self.gamma}
-        meta["stream_steps"], meta["adapted"] = self.steps, self.mode
         stats, tail = self.normalizer.stats, self.raw_tail
         mean = np.concatenate([stats.mean, np.zeros(tail)])
         var = np.concatenate([stats.var, np.ones(tail)])
         clip = NO_CLIP if self.normalizer.clip is None else self.normalizer.clip
         if source is not None:
-            spec = source.observation
-            shape, low, high, names = spec.shape, spec.low, spec.high, spec.names
+            deployed = source.observation
+            shape, low, high, names = deployed.shape, deployed.low, deployed.high, deployed.names
         else:
             shape, names = (self.obs_dim,), ()
             low, high = np.full(shape, -np.inf), np.full(shape, np.inf)
@@ -285,4 +283,10 @@ class StreamQ:
                 layers.append(LayerNorm(1e-5))
             if spec.activation is not None:
                 layers.append(Activation(spec.activation, 0.01))
-        return Policy(observation, source.action if source else ActionSpec(self.n_actions), layers, meta)
+        return Policy(observation, source.action if source else ActionSpec(self.n_actions), layers, self.metadata())
+
+    def metadata(self) -> dict[str, Any]:
+        """What `to_policy` records: the source's metadata, the trainer, gamma, steps learned and the mode."""
+        meta = {**(self.source.metadata if self.source else {}), "trainer": "stream_q", "gamma": self.gamma}
+        meta["stream_steps"], meta["adapted"] = self.steps, self.mode
+        return meta
