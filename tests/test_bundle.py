@@ -439,9 +439,9 @@ def test_boolean_schema_version_is_refused(bundle: Path, capsys) -> None:
 def test_sizes_are_checked_before_anything_is_read(bundle: Path) -> None:
     """A huge file in place of a small one is refused by its size, never read whole (a memory cap proves it)."""
     with open(bundle / "policy.safetensors", "r+b") as f:
-        f.truncate(8 << 30)  # sparse: 8 GiB on paper, nothing on disk
+        f.truncate(16 << 30)  # sparse: 16 GiB on paper, nothing on disk
     probe = (
-        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30));"
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30));"
         "from edge_rl.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
