@@ -50,13 +50,37 @@ def wrap32(v: np.ndarray) -> np.ndarray:
     return ((v + np.int64(2**31)) & np.int64(0xFFFFFFFF)) - np.int64(2**31)
 
 
-def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, zero_point: int, low: int) -> np.ndarray:
-    """int32 accumulators (..., channels) -> int8 codes, per-channel (M0, shift), as the module docstring says."""
-    x = np.asarray(acc).astype(np.int64)
-    m0, shift = np.asarray(multiplier, np.int64), np.asarray(shift, np.int64)
-    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
-    a = wrap32(x << left) if left.any() else x
-    r1 = (a * m0 + np.int64(1 << 30)) >> 31  # numpy's >> on int64 is arithmetic: floor division
-    nudge = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
-    r = (r1 + nudge) >> right
-    return np.clip(wrap32(r + np.int64(zero_point)), low, INT8_MAX).astype(np.int8)
+HALF, WRAP, LOW32 = np.int64(1 << 30), np.int64(0xFFFFFFFF), np.int64(1 << 31)
+
+
+class Requantizer:
+    """Per-channel (M0, shift) and the output zero point and floor, prepared once; called per forward pass.
+
+    The arithmetic of the module docstring in int64, in place where it can be: an int8 layer's
+    requantization runs on every decision of the numpy backend.
+    """
+
+    def __init__(self, multiplier: np.ndarray, shift: np.ndarray, zero_point: int, low: int) -> None:
+        shift = np.asarray(shift, np.int64)
+        self.m0 = np.asarray(multiplier, np.int64)
+        self.left = np.maximum(shift, 0) if (shift > 0).any() else None  # M > 1 is rare: skip the shift
+        self.right = np.maximum(-shift, 0)
+        self.nudge = np.where(self.right > 0, np.int64(1) << np.maximum(self.right - 1, 0), 0).astype(np.int64)
+        self.zero_point, self.low = np.int64(zero_point), np.int64(low)
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        """int32 accumulators (..., channels) -> int8 codes."""
+        r = acc.astype(np.int64)
+        if self.left is not None:
+            r = wrap32(r << self.left)
+        r *= self.m0
+        r += HALF
+        r >>= 31  # numpy's >> on int64 is arithmetic: floor division by 2^31
+        r += self.nudge
+        r >>= self.right
+        r += self.zero_point
+        r += LOW32  # wrap32, in place
+        r &= WRAP
+        r -= LOW32
+        np.clip(r, self.low, INT8_MAX, out=r)
+        return r.astype(np.int8)

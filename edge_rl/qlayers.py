@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edge_rl.errors import PolicyFormatError
-from edge_rl.fixedpoint import effective_scales, quantize_multiplier, requantize
+from edge_rl.fixedpoint import Requantizer, effective_scales, quantize_multiplier
 from edge_rl.layers import Layer
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -161,6 +161,7 @@ class DenseInt8(Layer):
             m0.setflags(write=False)
             shift.setflags(write=False)
             self._requantization = (m0, shift)
+            self._requantize = Requantizer(m0, shift, self.output_zero_point, self.output_low)
 
     @property
     def acc_scale(self) -> np.ndarray:
@@ -201,7 +202,7 @@ class DenseInt8(Layer):
         acc = self.accumulate(x)
         if self._requantization is None:
             return acc.astype(np.float32) * self._acc_scale
-        return requantize(acc, *self._requantization, self.output_zero_point, self.output_low)
+        return self._requantize(acc)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weight": self.weight, "weight_scale": self.weight_scale, "bias": self.bias}
