@@ -80,3 +80,55 @@ def test_backends_are_context_managers_and_refuse_calls_once_closed() -> None:
             with pytest.raises(ValueError, match="closed"):
                 call(states[0])
         runtime.close()  # idempotent
+
+
+def one_hidden_int8_layer(multiplier: str, relu: bool, seed: int) -> Policy:
+    """obs -> int8 codes -> int8 hidden layer (one requantization regime) -> float int8 head."""
+    from edge_rl.policy import ActionSpec, ObservationSpec
+    from edge_rl.qlayers import DenseInt8, Quantize
+
+    rng = np.random.default_rng(seed)
+    n_in, hidden, n_out = 12, 16, 3
+    weight_scale = {
+        "typical": rng.uniform(0.002, 0.02, hidden),  # with s_in 1 / s_out 1: M ~ 1e-2, double rounding everywhere
+        "tiny": rng.uniform(4e-6, 2e-5, hidden),  # M ~ 2^-16: accumulators land on -6..6, ties near zero
+        "dyadic": rng.integers(1, 64, hidden) / 2.0 ** rng.integers(6, 12, hidden),  # exact ties at both steps
+        "above_one": rng.uniform(1.5, 6.0, hidden),  # M > 1: TFLite's left shift, then saturation
+    }[multiplier].astype(np.float32)
+    zp_out = -128 if relu else int(rng.integers(-20, 20))
+    body = DenseInt8(
+        rng.integers(-127, 128, (hidden, n_in)).astype(np.int8),
+        weight_scale,
+        rng.integers(-3000, 3000, hidden).astype(np.int32),
+        input_scale=1.0,
+        input_zero_point=int(rng.integers(-10, 10)),
+        output_scale=1.0,
+        output_zero_point=zp_out,
+        relu=relu,
+    )
+    head = DenseInt8(
+        rng.integers(-127, 128, (n_out, hidden)).astype(np.int8),
+        np.full(n_out, 0.01, np.float32),
+        np.zeros(n_out, np.int32),
+        input_scale=1.0,
+        input_zero_point=zp_out,
+    )
+    spec = ObservationSpec((n_in,), np.full(n_in, -np.inf), np.full(n_in, np.inf), np.zeros(n_in), np.ones(n_in), 500.0)
+    return Policy(spec, ActionSpec(n_out), [Quantize(1.0, body.input_zero_point), body, head])
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("multiplier", ["typical", "tiny", "dyadic", "above_one"])
+def test_fixed_point_requantization_is_bit_exact_in_every_regime(multiplier: str, relu: bool) -> None:
+    """TFLite's integer requantization (the IR's) on every accumulator a layer can meet: LiteRT's builtin
+    kernels, ONNX Runtime's int64 emulation and the C header's all give the IR's codes, ties and left shifts
+    included. The head reads the codes exactly, so any differing code shows in the Q-values."""
+    policy = one_hidden_int8_layer(multiplier, relu, seed=len(multiplier) + relu)
+    states = np.random.default_rng(1).uniform(-200, 200, (5000, 12)).astype(np.float32)
+    states[::7] = np.rint(states[::7] / 50)  # small codes too, where ties and rounding to zero happen
+    reference = policy.q_values(states)
+    assert len(np.unique(reference.round(6), axis=0)) > 100  # the states really exercise the layer
+    for backend in ("onnxruntime", "litert-builtin"):
+        np.testing.assert_array_equal(runtime_for(policy, backend).q_values(states), reference, err_msg=backend)
+    _, q_c, _ = run_header(to_c_header(policy, states[:64], policy.act(states[:64])), states)
+    np.testing.assert_array_equal(q_c, reference)
