@@ -35,7 +35,7 @@ test-kernels: $(STAMP) system
 # the suite as a device install sees it: numpy, the runtimes and the links, never torch or the exporters
 test-device: system
 	test -x .venv-device/bin/python || $(PYTHON) -m venv .venv-device
-	.venv-device/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[device]' pytest
+	.venv-device/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[device]' pytest hypothesis
 	.venv-device/bin/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

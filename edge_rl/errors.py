@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     UNKNOWN_SCHEMA = 5  # a bundle or manifest written by an unknown (newer) format version
     DOWNGRADE = 6  # a bundle older than the installed one, without --allow-downgrade
     OBSERVATION_MISMATCH = 7  # observations whose shape the policy cannot take
+    PEER_MISMATCH = 8  # the link's peer speaks another protocol version or schema, or is another device
 
 
 class BadInput(ValueError):

@@ -1,0 +1,27 @@
+"""Links: one URL opens a protocol session over serial, MQTT, a replayed recording or a registered scheme."""
+
+from .base import (
+    EndOfStream,
+    IncompatiblePeer,
+    Link,
+    LinkDown,
+    LinkError,
+    LinkUrl,
+    State,
+    Transport,
+    open_link,
+    register_scheme,
+)
+
+__all__ = [
+    "EndOfStream",
+    "IncompatiblePeer",
+    "Link",
+    "LinkDown",
+    "LinkError",
+    "LinkUrl",
+    "State",
+    "Transport",
+    "open_link",
+    "register_scheme",
+]

@@ -1,0 +1,413 @@
+"""One interface for every transport: `open_link(url)` returns a Link that speaks protocol 1.0.
+
+A Link is a session on top of a Transport. The transport moves messages (framing, topics, ports);
+the session owns everything a control loop must not get wrong: the versioned handshake, heartbeats
+both ways, link-loss detection on monotonic clocks, reconnection with backoff and jitter, and the
+rule that no ACTION is sent before a compatible peer has said HELLO. Transports are registered by
+URL scheme (pyserial's `serial_for_url` is the model), so `edge_rl` can add `sim://` without this
+package importing it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from enum import Enum
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from ..protocol import Action, Error, ForeignHello, Heartbeat, Hello, Message, PeerState
+from .recording import Recorder, RecordingError
+
+Role = Literal["host", "device"]
+ENTRY_POINT_GROUP = "firmware_bridge.links"
+
+
+class LinkError(Exception):
+    """A link problem worth one line to a person (bad URL, refused option, incompatible peer)."""
+
+
+class LinkDown(LinkError):
+    """The transport lost its connection; the session reconnects."""
+
+
+class EndOfStream(LinkError):
+    """A finite source (a replayed session) has nothing more to give."""
+
+
+class IncompatiblePeer(LinkError):
+    """The peer speaks another protocol version or schema, or describes another device: never actuate."""
+
+
+@dataclass(frozen=True)
+class LinkUrl:
+    """A parsed link URL: scheme, the transport's target and its query options."""
+
+    url: str
+    scheme: str
+    netloc: str
+    path: str
+    options: dict[str, str]
+
+    @classmethod
+    def parse(cls, url: str) -> LinkUrl:
+        parts = urlsplit(url)
+        if not parts.scheme:
+            raise LinkError(f"link URL {url!r} has no scheme (e.g. serial:///dev/ttyUSB0, mqtt://host/device)")
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        return cls(url, parts.scheme.lower(), parts.netloc, parts.path, options)
+
+    def take(self, known: Iterable[str]) -> dict[str, str]:
+        """The options of `known` names; anything else is a typo worth refusing."""
+        known = set(known)
+        unknown = sorted(set(self.options) - known)
+        if unknown:
+            expected = ", ".join(sorted(known)) or "none"
+            raise LinkError(f"unknown option {unknown[0]!r} for {self.scheme}:// links (expected: {expected})")
+        return dict(self.options)
+
+
+def number(options: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+    """A numeric URL option within [low, high], or one clear LinkError."""
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise LinkError(f"option {name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise LinkError(f"option {name}={raw} out of range [{low:g}, {high:g}]")
+    return value
+
+
+class Transport(ABC):
+    """Moves whole messages to and from one peer; knows nothing of sessions."""
+
+    describe: str = "transport"
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect; raise LinkDown when the peer or port is not reachable now."""
+
+    @abstractmethod
+    def send(self, msg: Message) -> int:
+        """Frame and write one message; return the sequence number it got; raise LinkDown on a lost connection.
+
+        The transport numbers frames because it knows its ordered streams: one byte stream for a
+        serial port, one per topic for MQTT (which orders messages only within a topic).
+        """
+
+    @abstractmethod
+    def receive(self, timeout: float) -> list[Message | ForeignHello]:
+        """Messages that arrive within `timeout` seconds (maybe none); raise LinkDown or EndOfStream."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the port or connection; safe to call twice."""
+
+    def counters(self) -> dict[str, int]:
+        """Framing and delivery counters (decoder drops, queue overflows, write timeouts)."""
+        return {}
+
+
+class State(str, Enum):
+    """Where the session is; only READY lets an ACTION through."""
+
+    CONNECTING = "connecting"  # transport open, HELLO sent, no compatible HELLO yet
+    READY = "ready"
+    LOST = "lost"  # peer quiet for `misses` heartbeat periods, or the transport dropped
+    INCOMPATIBLE = "incompatible"
+    CLOSED = "closed"
+
+
+@dataclass
+class SessionCounters:
+    """What the session did about the peer's health."""
+
+    losses: int = 0
+    reconnects: int = 0
+    handshakes: int = 0
+    heartbeats_sent: int = 0
+    heartbeats_received: int = 0
+    refused_sends: int = 0  # ACTIONs the session refused because the peer was not ready
+    before_handshake: int = 0  # application messages dropped before a compatible HELLO
+
+
+class Link:
+    """A protocol session over one transport: call `recv` from the working loop, `send` to answer.
+
+    Heartbeats are sent only from `recv`/`poll`, i.e. by the working loop itself: a stalled loop
+    stops them, which is exactly what the peer must notice.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        local: Hello,
+        role: Role = "host",
+        *,
+        misses: int = 3,
+        recorder: Recorder | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if misses < 1:
+            raise LinkError(f"misses must be >= 1, got {misses}")
+        self.transport = transport
+        self.local = local
+        self.role = role
+        self.misses = misses
+        self.period = max(local.heartbeat_ms, 1) / 1000.0
+        self.peer: Hello | None = None
+        self.state = State.CLOSED
+        self.session = SessionCounters()
+        self.events: deque[str] = deque(maxlen=256)  # state changes for telemetry, newest last
+        self._recorder = recorder
+        self._clock = clock
+        self._pending: deque[Message] = deque()
+        self._last_rx = self._next_heartbeat = self._next_attempt = 0.0
+        self._attempt = 0
+        self._transport_open = False
+        self._connect()
+
+    # -- the working loop's API -------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+    def recv(self, timeout: float) -> Message | None:
+        """The next application message within `timeout` seconds, or None; runs the session meanwhile."""
+        deadline = self._clock() + max(timeout, 0.0)
+        while True:
+            self.poll()
+            if self._pending:
+                return self._pending.popleft()
+            now = self._clock()
+            if now >= deadline:
+                return None
+            next_event = self._next_heartbeat if self._transport_open else self._next_attempt
+            wait = max(min(deadline, next_event) - now, 0.0)
+            if self._transport_open:
+                try:
+                    for msg in self.transport.receive(wait):
+                        self._handle(msg)
+                except LinkDown as exc:
+                    self._drop_transport(str(exc))
+            else:
+                time.sleep(wait)
+
+    def send(self, msg: Message) -> int | None:
+        """Send one message and return the sequence number it went out with, or None if it did not.
+
+        An ACTION goes out only to a ready, compatible peer; the device answers an OBS by its number.
+        """
+        if (isinstance(msg, Action) and not self.ready) or not self._transport_open:
+            self.session.refused_sends += 1
+            return None
+        return self._write(msg)
+
+    def poll(self) -> None:
+        """Heartbeats, HELLO retries, loss detection and reconnection, without waiting."""
+        now = self._clock()
+        if not self._transport_open:
+            if now >= self._next_attempt:
+                self._connect()
+            return
+        if self.state in (State.READY, State.CONNECTING) and self.peer is not None:
+            if now - self._last_rx > self.misses * self._peer_period():
+                self._lose(f"no frame from {self.peer.device_id!r} for {now - self._last_rx:.2f} s")
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.period
+            if self.state is State.READY:
+                self.session.heartbeats_sent += 1
+                self._write(Heartbeat(PeerState.READY, _micros(now)))
+            elif self.state is not State.INCOMPATIBLE:
+                self._write(replace(self.local, reply_requested=True))  # ask (again) for the peer's HELLO
+                self._write(Heartbeat(PeerState.SAFE, _micros(now)))
+
+    def counters(self) -> dict[str, int]:
+        """Session and transport counters in one flat mapping (for telemetry)."""
+        return {**vars(self.session), **self.transport.counters()}
+
+    def close(self) -> None:
+        if self.state is not State.CLOSED:
+            self.transport.close()
+            self._transport_open = False
+            self._set_state(State.CLOSED, "closed")
+            if self._recorder:
+                self._recorder.close()
+
+    def __enter__(self) -> Link:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the session ----------------------------------------------------------------------------
+    def _handle(self, msg: Message | ForeignHello) -> None:
+        self._last_rx = self._clock()
+        if self._recorder:
+            self._recorder.write("rx", msg)
+        if isinstance(msg, ForeignHello):
+            self._incompatible(msg.version, "?")
+        elif isinstance(msg, Hello):
+            self._hello(msg)
+        elif isinstance(msg, Heartbeat):
+            self.session.heartbeats_received += 1
+            if msg.state is PeerState.OFFLINE and self.state is State.READY:
+                self._lose("the peer's will says it went offline")
+        elif self.ready or isinstance(msg, Error):
+            self._pending.append(msg)
+        else:
+            self.session.before_handshake += 1
+
+    def _hello(self, hello: Hello) -> None:
+        if hello.reply_requested:
+            self._write(replace(self.local, reply_requested=False))
+        mismatch = self._mismatch(hello)
+        if mismatch:
+            self._incompatible(hello.version, mismatch, hello.device_id)
+            return
+        self.peer = hello
+        if self.state is not State.READY:
+            self.session.handshakes += 1
+            self._set_state(State.READY, f"peer {hello.device_id!r} speaks {hello.version}")
+
+    def _mismatch(self, hello: Hello) -> str:
+        if (hello.major, hello.schema_hash) != (self.local.major, self.local.schema_hash):
+            return "protocol"
+        mine, theirs = self.local, hello
+        if mine.obs_shape and theirs.obs_shape and mine.obs_shape != theirs.obs_shape:
+            return f"observation shape {theirs.obs_shape} where {mine.obs_shape} is expected"
+        if mine.n_actions and theirs.n_actions and mine.n_actions != theirs.n_actions:
+            return f"{theirs.n_actions} actions where {mine.n_actions} are expected"
+        return ""
+
+    def _incompatible(self, version: str, what: str, peer_id: str = "") -> None:
+        self._set_state(State.INCOMPATIBLE, "incompatible peer")
+        other = "device" if self.role == "host" else "host"
+        name = f" {peer_id!r}" if peer_id else ""
+        if what in ("protocol", "?"):
+            line = f"protocol mismatch: this {self.role} speaks {self.local.version}, {other}{name} speaks {version}"
+        else:
+            line = f"{other}{name} does not match: {what}"
+        self._write(Error(1, line[:64]))
+        raise IncompatiblePeer(line)
+
+    def _lose(self, reason: str) -> None:
+        self.session.losses += 1
+        self._set_state(State.LOST, f"link lost: {reason}")
+
+    def _connect(self) -> None:
+        try:
+            self.transport.open()
+        except LinkDown as exc:
+            self._schedule_retry(str(exc))
+            return
+        if self.state is not State.CLOSED or self._attempt:
+            self.session.reconnects += 1
+        self._transport_open = True
+        self._attempt = 0
+        now = self._clock()
+        self._last_rx = now
+        self._next_heartbeat = now  # HELLO at once
+        if self.state is not State.LOST:
+            self._set_state(State.CONNECTING, f"opened {self.transport.describe}")
+
+    def _drop_transport(self, reason: str) -> None:
+        self.transport.close()
+        self._transport_open = False
+        if self.state is not State.LOST:
+            self._lose(reason)
+        self._schedule_retry(reason)
+
+    def _schedule_retry(self, reason: str) -> None:
+        """Exponential backoff from 50 ms to 2 s, with +-50 % jitter so a fleet does not reconnect in step."""
+        delay = min(0.05 * 2**self._attempt, 2.0) * random.uniform(0.5, 1.5)
+        self._attempt += 1
+        self._next_attempt = self._clock() + delay
+        if self.state is State.CLOSED:
+            self._set_state(State.LOST, f"cannot open {self.transport.describe}: {reason}")
+
+    def _write(self, msg: Message) -> int | None:
+        try:
+            seq = self.transport.send(msg)
+        except LinkDown as exc:
+            self._drop_transport(str(exc))
+            return None
+        if self._recorder:
+            self._recorder.write("tx", replace(msg, seq=seq))
+        return seq
+
+    def _peer_period(self) -> float:
+        peer_ms = self.peer.heartbeat_ms if self.peer else 0
+        return max(peer_ms, self.local.heartbeat_ms, 1) / 1000.0
+
+    def _set_state(self, state: State, event: str) -> None:
+        self.state = state
+        self.events.append(event)
+
+
+def _micros(now: float) -> int:
+    return int(now * 1e6) & 0xFFFFFFFF
+
+
+# -- URL registry ---------------------------------------------------------------------------------
+TransportFactory = Callable[[LinkUrl, Hello, Role], Transport]
+_BUILTIN = {
+    "serial": "firmware_bridge.links.serial_port",
+    "socket": "firmware_bridge.links.serial_port",
+    "loop": "firmware_bridge.links.serial_port",
+    "rfc2217": "firmware_bridge.links.serial_port",
+    "mqtt": "firmware_bridge.links.mqtt",
+    "mqtts": "firmware_bridge.links.mqtt",
+    "replay": "firmware_bridge.links.replay",
+}
+_registry: dict[str, TransportFactory] = {}
+SESSION_OPTIONS = ("misses", "record")
+
+
+def register_scheme(scheme: str, factory: TransportFactory) -> None:
+    """Make `scheme://...` URLs open transports built by `factory(url, local_hello, role)`."""
+    _registry[scheme.lower()] = factory
+
+
+def _factory(scheme: str) -> TransportFactory:
+    if scheme in _registry:
+        return _registry[scheme]
+    if scheme in _BUILTIN:
+        return import_module(_BUILTIN[scheme]).open_transport
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == scheme:
+            factory = entry.load()
+            register_scheme(scheme, factory)
+            return factory
+    known = sorted({*_BUILTIN, *_registry, *(e.name for e in entry_points(group=ENTRY_POINT_GROUP))})
+    raise LinkError(f"unknown link scheme {scheme!r}:// (known: {', '.join(known)})")
+
+
+def open_link(url: str, local: Hello, role: Role = "host") -> Link:
+    """Open `url` as `role` and start the handshake; `local` is this side's HELLO.
+
+    Session options in the query string apply to every scheme: `misses` (heartbeat periods of
+    silence before the link counts as lost, default 3) and `record=FILE.jsonl` (keep a replayable
+    log of every message). The heartbeat period is `local.heartbeat_ms`.
+    """
+    parsed = LinkUrl.parse(url)
+    session = {k: v for k, v in parsed.options.items() if k in SESSION_OPTIONS}
+    parsed = replace(parsed, options={k: v for k, v in parsed.options.items() if k not in SESSION_OPTIONS})
+    misses = int(number(session, "misses", 3, 1, 1000))
+    transport = _factory(parsed.scheme)(parsed, local, role)
+    recorder = None
+    if "record" in session:
+        try:
+            recorder = Recorder(session["record"])
+        except RecordingError as exc:
+            raise LinkError(str(exc)) from None
+    return Link(transport, local, role, misses=misses, recorder=recorder)

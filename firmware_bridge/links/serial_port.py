@@ -1,0 +1,118 @@
+"""Serial transport through pyserial's `serial_for_url`: real UARTs, ptys, `socket://`, `loop://`.
+
+`serial:///dev/ttyUSB0?baud=115200` opens a device path; `socket://host:port`, `loop://` and
+`rfc2217://` are handed to pyserial whole. Reads wait in `select` on the port's descriptor (no
+polling), writes give up after `write_timeout` so a peer that stops reading cannot stall the
+loop; a half-written frame is harmless, the receiver drops it at the next delimiter.
+"""
+
+from __future__ import annotations
+
+import select
+from dataclasses import replace
+
+from ..protocol import ForeignHello, FrameDecoder, Hello, Message, encode
+from .base import LinkDown, LinkError, LinkUrl, Role, Transport, number
+
+OPTIONS = ("baud", "write_timeout", "exclusive")
+
+
+class SerialTransport(Transport):
+    """One byte stream, one decoder, one sequence space per direction."""
+
+    def __init__(self, port: str, baud: int, write_timeout: float, exclusive: bool) -> None:
+        self.port, self.baud, self.write_timeout, self.exclusive = port, baud, write_timeout, exclusive
+        self.describe = port
+        self.decoder = FrameDecoder()
+        self.write_timeouts = 0
+        self._seq = 0
+        self._serial = None
+        self._fd: int | None = None
+
+    def open(self) -> None:
+        import serial
+
+        try:
+            self._serial = serial.serial_for_url(
+                self.port, baudrate=self.baud, timeout=0, write_timeout=self.write_timeout, exclusive=self.exclusive
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkDown(_reason(exc)) from None  # the Link names the port
+        try:
+            self._fd = self._serial.fileno()
+        except (AttributeError, OSError, NotImplementedError):
+            self._fd = None  # loop:// and friends: fall back to pyserial's own timeout
+        self.decoder = FrameDecoder()  # a new connection: a new byte stream
+        try:
+            self._serial.write(b"\x00")  # ends whatever partial frame the peer holds from before
+        except (serial.SerialException, OSError):
+            pass  # the first real write will report a dead port
+
+    def send(self, msg: Message) -> int:
+        import serial
+
+        seq = self._seq
+        frame = encode(replace(msg, seq=seq))
+        self._seq = (seq + 1) & 0xFFFF  # a frame lost on the way still used its number: the peer counts a gap
+        try:
+            self._port().write(frame)
+        except serial.SerialTimeoutException:
+            self.write_timeouts += 1  # the peer is not reading: drop this frame, keep the loop moving
+        except (serial.SerialException, OSError) as exc:
+            raise LinkDown(f"{self.port}: {_reason(exc)}") from None
+        return seq
+
+    def receive(self, timeout: float) -> list[Message | ForeignHello]:
+        import serial
+
+        port = self._port()
+        try:
+            if self._fd is not None:
+                if not select.select([self._fd], [], [], timeout)[0]:
+                    return []
+                data = port.read(max(port.in_waiting, 1))
+            else:
+                port.timeout = timeout
+                data = port.read(1)
+                data += port.read(port.in_waiting)
+                port.timeout = 0
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkDown(f"{self.port}: {_reason(exc)}") from None
+        return self.decoder.feed(data)
+
+    def close(self) -> None:
+        if self._serial is not None:
+            try:
+                self._serial.close()
+            except (OSError, ValueError):
+                pass  # already gone with the device
+            self._serial = None
+            self._fd = None
+
+    def counters(self) -> dict[str, int]:
+        return {**self.decoder.counters.as_dict(), "write_timeouts": self.write_timeouts}
+
+    def _port(self):  # type: ignore[no-untyped-def]
+        if self._serial is None:
+            raise LinkDown(f"{self.port}: not open")
+        return self._serial
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def open_transport(url: LinkUrl, local: Hello, role: Role) -> SerialTransport:
+    """`serial:///dev/X?baud=N&write_timeout=S&exclusive=1`, or any URL pyserial knows."""
+    options = url.take(OPTIONS)
+    baud = int(number(options, "baud", 115200, 50, 16_000_000))
+    write_timeout = number(options, "write_timeout", 0.02, 0.0, 10.0)
+    exclusive = options.get("exclusive", "0") not in ("0", "", "false", "no")
+    if url.scheme == "serial":
+        if not url.path:
+            raise LinkError(f"{url.url!r} names no device (e.g. serial:///dev/ttyUSB0?baud=115200)")
+        port = url.path
+    else:
+        base, _, _ = url.url.partition("?")
+        port = base  # pyserial parses its own schemes (socket://, loop://, rfc2217://)
+    return SerialTransport(port, baud, write_timeout, exclusive)
