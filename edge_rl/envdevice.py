@@ -25,6 +25,7 @@ from firmware_bridge.protocol import (
     Capability,
     Config,
     Error,
+    ErrorCode,
     ForeignHello,
     Heartbeat,
     Hello,
@@ -105,9 +106,9 @@ class EnvDevice:
     def configure(self, msg: Config) -> Error | None:
         """Apply a CONFIG message; an unknown key or a bad value is answered with an ERROR."""
         if msg.key not in CONFIG_KEYS:
-            return Error(3, f"unknown config key {msg.key!r}"[:64])
+            return Error(ErrorCode.UNKNOWN_CONFIG, f"unknown config key {msg.key!r}"[:64])
         if not np.isfinite(msg.value) or msg.value <= 0:
-            return Error(4, f"{msg.key} must be > 0"[:64])
+            return Error(ErrorCode.BAD_CONFIG_VALUE, f"{msg.key} must be > 0"[:64])
         setattr(self, msg.key, float(msg.value))
         return None
 

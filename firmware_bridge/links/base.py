@@ -22,7 +22,7 @@ from importlib.metadata import entry_points
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from ..protocol import Action, Error, ForeignHello, Heartbeat, Hello, Message, PeerState
+from ..protocol import Action, Error, ErrorCode, ForeignHello, Heartbeat, Hello, Message, PeerState
 from .recording import Recorder, RecordingError
 
 Role = Literal["host", "device"]
@@ -165,6 +165,7 @@ class Link:
         self.misses = misses
         self.period = max(local.heartbeat_ms, 1) / 1000.0
         self.peer: Hello | None = None
+        self._silence_limit = misses * self.period  # seconds without a frame before the peer counts as lost
         self.state = State.CLOSED
         self.session = SessionCounters()
         self.events: deque[str] = deque(maxlen=256)  # state changes for telemetry, newest last
@@ -183,11 +184,11 @@ class Link:
 
     def recv(self, timeout: float) -> Message | None:
         """The next application message within `timeout` seconds, or None; runs the session meanwhile."""
+        self.poll()
+        if self._pending:
+            return self._pending.popleft()
         deadline = self._clock() + max(timeout, 0.0)
         while True:
-            self.poll()
-            if self._pending:
-                return self._pending.popleft()
             now = self._clock()
             if now >= deadline:
                 return None
@@ -201,6 +202,9 @@ class Link:
                     self._drop_transport(str(exc))
             else:
                 time.sleep(wait)
+            if self._pending:
+                return self._pending.popleft()
+            self.poll()
 
     def send(self, msg: Message) -> int | None:
         """Send one message and return the sequence number it went out with, or None if it did not.
@@ -220,7 +224,7 @@ class Link:
                 self._connect()
             return
         if self.state in (State.READY, State.CONNECTING) and self.peer is not None:
-            if now - self._last_rx > self.misses * self._peer_period():
+            if now - self._last_rx > self._silence_limit:
                 self._lose(f"no frame from {self.peer.device_id!r} for {now - self._last_rx:.2f} s")
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.period
@@ -275,6 +279,7 @@ class Link:
             self._incompatible(hello.version, mismatch, hello.device_id)
             return
         self.peer = hello
+        self._silence_limit = self.misses * max(hello.heartbeat_ms, self.local.heartbeat_ms, 1) / 1000.0
         if self.state is not State.READY:
             self.session.handshakes += 1
             self._set_state(State.READY, f"peer {hello.device_id!r} speaks {hello.version}")
@@ -297,7 +302,7 @@ class Link:
             line = f"protocol mismatch: this {self.role} speaks {self.local.version}, {other}{name} speaks {version}"
         else:
             line = f"{other}{name} does not match: {what}"
-        self._write(Error(1, line[:64]))
+        self._write(Error(ErrorCode.INCOMPATIBLE, line[:64]))
         raise IncompatiblePeer(line)
 
     def _lose(self, reason: str) -> None:
@@ -344,10 +349,6 @@ class Link:
         if self._recorder:
             self._recorder.write("tx", replace(msg, seq=seq))
         return seq
-
-    def _peer_period(self) -> float:
-        peer_ms = self.peer.heartbeat_ms if self.peer else 0
-        return max(peer_ms, self.local.heartbeat_ms, 1) / 1000.0
 
     def _set_state(self, state: State, event: str) -> None:
         self.state = state

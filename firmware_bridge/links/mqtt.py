@@ -247,7 +247,7 @@ class MqttTransport(Transport):
         qos = self.settings.qos
         with self._publish_lock:
             seq = self._seq[topic]
-            frame = encode(replace(msg, seq=seq))
+            frame = encode(msg, seq)
             self._seq[topic] = (seq + 1) & 0xFFFF  # a dropped frame still uses its number: a counted gap
             rc = self._client.publish(topic, frame, qos, retain, props).rc
             queued = rc == mqtt.MQTT_ERR_SUCCESS or (rc == mqtt.MQTT_ERR_NO_CONN and qos > 0)

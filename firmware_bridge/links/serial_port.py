@@ -8,8 +8,8 @@ loop; a half-written frame is harmless, the receiver drops it at the next delimi
 
 from __future__ import annotations
 
+import os
 import select
-from dataclasses import replace
 
 from ..protocol import ForeignHello, FrameDecoder, Hello, Message, encode
 from .base import LinkDown, LinkError, LinkUrl, Role, Transport, number
@@ -52,25 +52,43 @@ class SerialTransport(Transport):
         import serial
 
         seq = self._seq
-        frame = encode(replace(msg, seq=seq))
+        frame = encode(msg, seq)
         self._seq = (seq + 1) & 0xFFFF  # a frame lost on the way still used its number: the peer counts a gap
         try:
-            self._port().write(frame)
+            rest = self._write_now(frame)
+            if rest:
+                self._port().write(rest)  # the kernel buffer is full: pyserial waits up to write_timeout
         except serial.SerialTimeoutException:
             self.write_timeouts += 1  # the peer is not reading: drop this frame, keep the loop moving
         except (serial.SerialException, OSError) as exc:
             raise LinkDown(f"{self.port}: {_reason(exc)}") from None
         return seq
 
+    def _write_now(self, frame: bytes) -> bytes:
+        """Write what the kernel takes at once with one syscall; return the rest (usually nothing)."""
+        if self._fd is None:
+            return frame
+        port = self._port()
+        try:
+            written = os.write(self._fd, frame)
+        except BlockingIOError:
+            written = 0
+        return frame[written:] if port is not None else b""
+
     def receive(self, timeout: float) -> list[Message | ForeignHello]:
         import serial
 
         port = self._port()
         try:
-            if self._fd is not None:
+            if self._fd is not None:  # one select and one read: pyserial's read() adds an ioctl and a select
                 if not select.select([self._fd], [], [], timeout)[0]:
                     return []
-                data = port.read(max(port.in_waiting, 1))
+                try:
+                    data = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    return []  # readiness without data: a spurious wake-up
+                if not data:
+                    raise LinkDown("the device reports readiness to read but returned no data (unplugged?)")
             else:
                 port.timeout = timeout
                 data = port.read(1)

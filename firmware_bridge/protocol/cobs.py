@@ -32,18 +32,37 @@ def cobs_encode(data: bytes) -> bytes:
 
 
 def cobs_decode(encoded: bytes) -> bytes:
-    """Invert `cobs_encode`; raise CobsError on a zero byte or a code that runs past the end."""
+    """Invert `cobs_encode`; raise CobsError on a zero byte or a code that runs past the end.
+
+    Decoding is the encoded bytes shifted by one with a zero where each later code byte stood;
+    only 0xFF codes (runs of 254 non-zero bytes) imply no zero, and take the general path.
+    """
+    n = len(encoded)
+    if 0 in encoded:
+        raise CobsError("zero byte inside a COBS frame")
+    out = bytearray(encoded[1:])
+    at = 0
+    while at < n:
+        code = encoded[at]
+        if code == 0xFF:
+            return _decode_with_full_runs(encoded)
+        at += code
+        if at > n:
+            raise CobsError("invalid COBS code")
+        if at < n:
+            out[at - 1] = 0
+    return bytes(out)
+
+
+def _decode_with_full_runs(encoded: bytes) -> bytes:
     out = bytearray()
     i, n = 0, len(encoded)
     while i < n:
         code = encoded[i]
         end = i + code
-        if code == 0 or end > n:
+        if end > n:
             raise CobsError("invalid COBS code")
-        block = encoded[i + 1 : end]
-        if 0 in block:
-            raise CobsError("zero byte inside a COBS frame")
-        out += block
+        out += encoded[i + 1 : end]
         i = end
         if code != 0xFF and i < n:
             out.append(0)

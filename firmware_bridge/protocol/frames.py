@@ -34,12 +34,15 @@ DELIMITER = b"\x00"
 _TYPES = {t.value: t for t in MessageType}
 
 
-def encode(msg: Message) -> bytes:
-    """One complete frame for `msg`, delimiter included; ValueError if the message cannot fit."""
+def encode(msg: Message, seq: int | None = None) -> bytes:
+    """One complete frame for `msg` (numbered `seq`, else `msg.seq`), delimiter included.
+
+    Raises ValueError if the message cannot fit in one frame.
+    """
     kind, flags, payload = pack(msg)
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"{kind.name} payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    header = HEADER.pack(MAJOR, kind, flags, msg.seq & 0xFFFF, len(payload))
+    header = HEADER.pack(MAJOR, kind, flags, (msg.seq if seq is None else seq) & 0xFFFF, len(payload))
     body = header + payload
     return cobs_encode(body + zlib.crc32(body).to_bytes(CRC_SIZE, "little")) + DELIMITER
 
@@ -74,6 +77,7 @@ class ForeignHello:
     major: int
     minor: int
     schema_hash: int
+    reply_requested: bool = False
 
     @property
     def version(self) -> str:
@@ -139,7 +143,7 @@ class FrameDecoder:
             counters.unknown_type += 1
             return None
         if major != MAJOR:
-            return self._foreign(kind, payload)
+            return self._foreign(kind, flags, payload)
         try:
             msg = unpack(_TYPES[kind], flags, seq, payload)
         except PayloadError:
@@ -152,11 +156,11 @@ class FrameDecoder:
         counters.frames += 1
         return msg
 
-    def _foreign(self, kind: int, payload: bytes) -> ForeignHello | None:
+    def _foreign(self, kind: int, flags: int, payload: bytes) -> ForeignHello | None:
         if kind == MessageType.HELLO:
             try:
                 self.counters.frames += 1
-                return ForeignHello(*hello_prefix(payload))
+                return ForeignHello(*hello_prefix(payload), bool(flags & Flags.HELLO_REPLY_REQUESTED))
             except PayloadError:
                 self.counters.frames -= 1
         self.counters.foreign_version += 1

@@ -17,7 +17,8 @@ from enum import IntEnum, IntFlag
 import numpy as np
 
 MAJOR, MINOR = 1, 0
-MAX_PAYLOAD = 1012  # header 7 + payload + CRC 4 = 1023 bytes: 255 float32 observation values
+MAX_PAYLOAD = 1012  # header 7 + payload + CRC 4 = 1023 bytes: 251 float32 or 500 int16 observation values
+MAX_OBS_DIMS = 8
 MAX_DEVICE_ID = 32
 MAX_ERROR_TEXT = 64
 MAX_CONFIG_KEY = 32
@@ -35,8 +36,8 @@ class MessageType(IntEnum):
     CONFIG = 0x07
 
 
-class Flags(IntFlag):
-    """Header flag bits; bits 0-3 mean something per message type, bits 4-7 for every type."""
+class Flags:
+    """Header flag bits (plain ints: tested per frame); bits 0-3 mean something per type, 4-7 for every type."""
 
     NONE = 0
     HELLO_REPLY_REQUESTED = 0x01  # HELLO: answer with your HELLO (sent on open, reconnect, loss)
@@ -66,6 +67,15 @@ class Capability(IntFlag):
     DEADMAN = 0x08
 
 
+class ErrorCode(IntEnum):
+    """ERROR codes (free text travels with them; receivers may treat the text as bytes)."""
+
+    INCOMPATIBLE = 1  # another protocol version, schema, observation shape or action count
+    BAD_ACTION = 2  # an ACTION naming an action the device does not have
+    UNKNOWN_CONFIG = 3
+    BAD_CONFIG_VALUE = 4
+
+
 class ObsDtype(IntEnum):
     """Observation element type announced in HELLO."""
 
@@ -88,7 +98,7 @@ SCHEMA_TEXT = ";".join(f"{t.name}={layout}" for t, layout in LAYOUTS.items())
 SCHEMA_HASH = zlib.crc32(SCHEMA_TEXT.encode())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hello:
     """Who the sender is and what it speaks; devices also describe their observation and actions."""
 
@@ -110,7 +120,7 @@ class Hello:
         return f"{self.major}.{self.minor} (schema {self.schema_hash:08x})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Obs:
     """One observation with the reward and episode flags of the step that produced it."""
 
@@ -137,7 +147,7 @@ class Obs:
     __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """An absolute setpoint answering observation `answers`, valid for `valid_ms` after receipt."""
 
@@ -148,7 +158,7 @@ class Action:
     seq: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """Proof of life, sent both ways by each side's working loop."""
 
@@ -158,7 +168,7 @@ class Heartbeat:
     seq: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reset:
     """Start a new episode; `seed` None keeps the device's own randomness."""
 
@@ -166,7 +176,7 @@ class Reset:
     seq: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Error:
     """A peer's one-line complaint, with a numeric code for machines."""
 
@@ -175,7 +185,7 @@ class Error:
     seq: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Config:
     """Set one named device parameter to a number (absolute, never an increment)."""
 
@@ -200,7 +210,7 @@ class PayloadError(ValueError):
     """A payload that does not match its type's layout."""
 
 
-def pack(msg: Message) -> tuple[MessageType, Flags, bytes]:
+def pack(msg: Message) -> tuple[MessageType, int, bytes]:
     """Serialise a message into (type, header flags, payload); raise ValueError if it cannot fit."""
     if isinstance(msg, Obs):
         return _pack_obs(msg)
@@ -241,7 +251,7 @@ def hello_prefix(payload: bytes) -> tuple[int, int, int]:
     return major, minor, schema_hash
 
 
-def _pack_obs(msg: Obs) -> tuple[MessageType, Flags, bytes]:
+def _pack_obs(msg: Obs) -> tuple[MessageType, int, bytes]:
     values = np.asarray(msg.observation).reshape(-1)
     flags = Flags.NONE
     if msg.terminated:
@@ -250,9 +260,11 @@ def _pack_obs(msg: Obs) -> tuple[MessageType, Flags, bytes]:
         flags |= Flags.OBS_TRUNCATED
     t_us = msg.t_us & 0xFFFFFFFF
     if msg.int16_scale > 0:
-        if not np.all(np.isfinite(values)):
-            raise ValueError("an int16 observation must be finite")
-        codes = np.clip(np.rint(values / msg.int16_scale), -32768, 32767).astype("<i2")
+        scale = np.float32(msg.int16_scale)
+        if not (np.isfinite(scale) and scale > 0 and np.all(np.isfinite(values))):
+            raise ValueError("an int16 observation needs finite values and a finite positive float32 scale")
+        # float32 arithmetic, as a device computes it: the same codes on both ends
+        codes = np.clip(np.rint(values.astype(np.float32) / scale), -32768, 32767).astype("<i2")
         body = _OBS16.pack(t_us, msg.reward, msg.int16_scale) + codes.tobytes()
         flags |= Flags.OBS_INT16
     else:
@@ -279,11 +291,11 @@ def _unpack_obs(flags: int, seq: int, payload: bytes) -> Obs:
     return Obs(values, reward, terminated, truncated, t_us, 0.0, seq)
 
 
-def _pack_hello(msg: Hello) -> tuple[MessageType, Flags, bytes]:
+def _pack_hello(msg: Hello) -> tuple[MessageType, int, bytes]:
     device_id = msg.device_id.encode()
     if len(device_id) > MAX_DEVICE_ID:
         raise ValueError(f"device id longer than {MAX_DEVICE_ID} bytes")
-    if len(msg.obs_shape) > 8 or any(not 0 < d <= 0xFFFF for d in msg.obs_shape):
+    if len(msg.obs_shape) > MAX_OBS_DIMS or any(not 0 < d <= 0xFFFF for d in msg.obs_shape):
         raise ValueError(f"observation shape {msg.obs_shape} not describable (<= 8 dims of 1..65535)")
     head = _HELLO.pack(
         msg.major,
@@ -304,11 +316,15 @@ def _pack_hello(msg: Hello) -> tuple[MessageType, Flags, bytes]:
 def _unpack_hello(flags: int, seq: int, payload: bytes) -> Hello:
     major, minor, schema_hash, caps, n_actions, safe, heartbeat_ms, dtype, ndim = _HELLO.unpack_from(payload)
     at = _HELLO.size
+    if ndim > MAX_OBS_DIMS:
+        raise ValueError(f"{ndim} observation dimensions (at most {MAX_OBS_DIMS})")
     dims = struct.unpack_from(f"<{ndim}H", payload, at)
+    if 0 in dims:
+        raise ValueError("an observation dimension of 0")
     at += 2 * ndim
     id_len = payload[at]
     device_id = payload[at + 1 : at + 1 + id_len]
-    if len(device_id) != id_len or at + 1 + id_len != len(payload):
+    if len(device_id) != id_len or at + 1 + id_len != len(payload) or id_len > MAX_DEVICE_ID:
         raise ValueError("device id length does not match the payload")
     return Hello(
         device_id.decode(),
