@@ -429,3 +429,25 @@ def test_sends_while_the_broker_is_down_never_block_and_are_bounded(mosquitto: M
         assert slowest < 0.05
     finally:
         transport.close()
+
+
+def test_the_device_command_is_controlled_over_mqtt(mosquitto: Mosquitto) -> None:
+    """`edge-rl device` as its own process on a real broker, in lock step with a host Link."""
+    url = f"mqtt://127.0.0.1:{mosquitto.port}/cartpole-1"
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "edge_rl.cli", "device", "CartPole-v1", "--link", url, "--steps", "300"]
+    device = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    answered = 0
+    try:
+        with open_link(url, Hello("host", (4,), 2)) as host:
+            while device.poll() is None:
+                msg = host.recv(0.5)
+                if isinstance(msg, Obs) and not (msg.terminated or msg.truncated):
+                    angle, velocity = msg.observation[2], msg.observation[3]
+                    answered += host.send(Action(int(angle + 0.5 * velocity > 0), answers=msg.seq)) is not None
+        out, err = device.communicate(timeout=20)
+    finally:
+        device.kill()
+    assert device.returncode == 0, err
+    safe = int(next(line.split()[-1] for line in out.splitlines() if line.startswith("safe-action steps")))
+    assert answered >= 290 and safe <= 10, out

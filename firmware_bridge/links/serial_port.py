@@ -1,7 +1,7 @@
 """Serial transport through pyserial's `serial_for_url`: real UARTs, ptys, `socket://`, `loop://`.
 
 `serial:///dev/ttyUSB0?baud=115200` opens a device path; `socket://host:port`, `loop://` and
-`rfc2217://` are handed to pyserial whole. Reads wait in `select` on the port's descriptor (no
+`rfc2217://` are handed to pyserial whole. Reads wait in `poll` on the port's descriptor (no
 polling), writes give up after `write_timeout` so a peer that stops reading cannot stall the
 loop; a half-written frame is harmless, the receiver drops it at the next delimiter.
 """
@@ -28,6 +28,7 @@ class SerialTransport(Transport):
         self._seq = 0
         self._serial = None
         self._fd: int | None = None
+        self._poller: select.poll | None = None
 
     def open(self) -> None:
         import serial
@@ -40,6 +41,8 @@ class SerialTransport(Transport):
             raise LinkDown(_reason(exc)) from None  # the Link names the port
         try:
             self._fd = self._serial.fileno()
+            self._poller = select.poll()
+            self._poller.register(self._fd, select.POLLIN)
         except (AttributeError, OSError, NotImplementedError):
             self._fd = None  # loop:// and friends: fall back to pyserial's own timeout
         self.decoder = FrameDecoder()  # a new connection: a new byte stream
@@ -80,8 +83,8 @@ class SerialTransport(Transport):
 
         port = self._port()
         try:
-            if self._fd is not None:  # one select and one read: pyserial's read() adds an ioctl and a select
-                if not select.select([self._fd], [], [], timeout)[0]:
+            if self._fd is not None:  # one poll and one read: pyserial's read() adds an ioctl and a select
+                if not self._poller.poll(timeout * 1000.0):
                     return []
                 try:
                     data = os.read(self._fd, 65536)
