@@ -191,27 +191,25 @@ def time_link(url: str, trips: int) -> list[float]:
     return times
 
 
-def time_edge_rl_python(trips: int) -> list[float]:
+def time_edge_rl_over_pty(trips: int, peer_command: Callable[[int], list[str]]) -> list[float]:
+    """A host Link on the pty's slave, the device `peer_command(master_fd)` on its master."""
     master, slave, path = pty_pair()
-    peer = python_peer("edge-rl", master)
+    peer = spawn(peer_command(master), master)
     try:
         return time_link(f"serial://{path}", trips)
     finally:
         peer.kill()
         os.close(master)
         os.close(slave)
+
+
+def time_edge_rl_python(trips: int) -> list[float]:
+    return time_edge_rl_over_pty(trips, lambda fd: [sys.executable, __file__, "--peer", "edge-rl", "--fd", str(fd)])
 
 
 def time_edge_rl_c(trips: int) -> list[float]:
     binary = build_c_peer()
-    master, slave, path = pty_pair()
-    peer = spawn([str(binary), "--fd", str(master)], master)
-    try:
-        return time_link(f"serial://{path}", trips)
-    finally:
-        peer.kill()
-        os.close(master)
-        os.close(slave)
+    return time_edge_rl_over_pty(trips, lambda fd: [str(binary), "--fd", str(fd)])
 
 
 def time_mavlink(trips: int) -> list[float]:
