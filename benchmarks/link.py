@@ -65,11 +65,10 @@ def peer_edge_rl(fd: int) -> None:
     """The device side with the same Link stack, over the pty master (a path pyserial cannot open)."""
     from firmware_bridge.links.base import Link
     from firmware_bridge.links.serial_port import SerialTransport
-    from firmware_bridge.protocol import FrameDecoder
 
     class MasterFd(SerialTransport):
         def open(self) -> None:
-            self._serial, self._fd, self.decoder = _FdPort(fd), fd, FrameDecoder()
+            self.attach(_FdPort(fd), fd)
 
     serve_actions(Link(MasterFd("pty-master", 115200, 0.5, False), DEVICE, "device"))
 

@@ -240,3 +240,12 @@ def test_a_missing_port_is_lost_not_a_traceback_and_found_when_it_appears(tmp_pa
             device.send_signal(signal.SIGTERM)
             device.communicate(timeout=10)
             pair.close()
+
+
+def test_pyserial_urls_without_a_descriptor_work_too() -> None:
+    """`loop://` (no file descriptor) echoes every frame: the link shakes hands with itself."""
+    with open_link("loop://", CARTPOLE) as link:
+        wait_ready(link, 2.0)
+        seq = link.send(Obs(np.ones(4, np.float32)))
+        msg = link.recv(1.0)
+        assert isinstance(msg, Obs) and msg.seq == seq and link.counters()["crc_errors"] == 0

@@ -40,16 +40,22 @@ class SerialTransport(Transport):
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkDown(_reason(exc)) from None  # the Link names the port
         try:
-            self._fd = self._serial.fileno()
-            self._poller = select.poll()
-            self._poller.register(self._fd, select.POLLIN)
+            fd = self._serial.fileno()
         except (AttributeError, OSError, NotImplementedError):
-            self._fd = None  # loop:// and friends: fall back to pyserial's own timeout
-        self.decoder = FrameDecoder()  # a new connection: a new byte stream
+            fd = None  # loop:// and friends: fall back to pyserial's own timeout
+        self.attach(self._serial, fd)
         try:
             self._serial.write(b"\x00")  # ends whatever partial frame the peer holds from before
         except (serial.SerialException, OSError):
             pass  # the first real write will report a dead port
+
+    def attach(self, port, fd: int | None) -> None:  # type: ignore[no-untyped-def]
+        """Use an open `port` (pyserial-like) whose descriptor `fd` can be polled; a new byte stream."""
+        self._serial, self._fd, self.decoder = port, fd, FrameDecoder()
+        self._poller = None
+        if fd is not None:
+            self._poller = select.poll()
+            self._poller.register(fd, select.POLLIN)
 
     def send(self, msg: Message) -> int:
         import serial
