@@ -259,6 +259,16 @@ BAD = {  # command -> (arguments after it, with {policy} / {tmp} placeholders; a
         ([*ADAPT, "head", "--window", "0"], "--window"),
         ([*ADAPT, "full", "--env-kwargs", '{"x": 1}'], "x"),
     ],
+    "device": [
+        (["NoSuchEnv-v0", "--link", "loop://"], "NoSuchEnv"),
+        (["CartPole-v1", "--link", "bogus://x"], "bogus"),
+        (["CartPole-v1", "--link", "serial://"], "names no device"),
+        (["CartPole-v1", "--link", "serial:///dev/null?baud=fast"], "baud"),
+        (["CartPole-v1", "--link", "loop://", "--env-kwargs", '{"x": 1}'], "x"),
+        (["CartPole-v1", "--link", "loop://", "--period-ms", "-1"], "--period-ms"),
+        (["CartPole-v1", "--link", "loop://", "--heartbeat-ms", "0"], "--heartbeat-ms"),
+        (["CartPole-v1", "--link", "mqtt://127.0.0.1:1/dev?tls_insecure=1"], "tls_insecure"),
+    ],
 }
 
 
