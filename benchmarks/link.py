@@ -281,33 +281,55 @@ def main() -> None:
     parser.add_argument("--trips", type=int, default=20_000, help="round trips per run (default: 20000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per row; medians reported (default: 3)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to run (default: {','.join(ROWS)})")
-    parser.add_argument("--peer", choices=(*PEERS, "mqtt"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--background",
+        default="idle,busy",
+        help="CPU conditions to run every row in: idle (nothing else runs) and/or busy (a nice-19 spinning "
+        "process per core keeps the CPUs out of their idle states, as a device's learner would; it yields "
+        "to the link at once) (default: idle,busy)",
+    )
+    parser.add_argument("--peer", choices=(*PEERS, "spin", "mqtt"), help=argparse.SUPPRESS)
     parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer == "mqtt":
         return peer_mqtt(args.url)
+    if args.peer == "spin":
+        os.nice(19)
+        while True:
+            pass
     if args.peer:
         return PEERS[args.peer](args.fd)
 
-    results, table = {}, []
-    for key in args.rows.split(","):
-        label, run = ROWS[key]
-        runs = []
-        for repeat in range(args.repeats):
-            print(f"{label}: run {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
-            times = np.asarray(run(args.trips))
-            runs.append(
-                {
-                    "p50_us": float(np.median(times) * 1e6),
-                    "p99_us": float(np.percentile(times, 99) * 1e6),
-                    "per_s": float(len(times) / times.sum()),
-                }
-            )
-        summary = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        results[key] = {"label": label, **summary, "runs": runs}
-        table.append([label, summary["p50_us"], summary["p99_us"], summary["per_s"]])
-    print(format_table(["link", "p50 us", "p99 us", "round trips/s"], table))
+    results: dict[str, dict] = {}
+    table = []
+    for background in args.background.split(","):
+        spinners = (
+            []
+            if background == "idle"
+            else [subprocess.Popen([sys.executable, __file__, "--peer", "spin"]) for _ in range(os.cpu_count() or 1)]
+        )
+        try:
+            for key in args.rows.split(","):
+                label, run = ROWS[key]
+                runs = []
+                for repeat in range(args.repeats):
+                    print(f"{background}: {label}: run {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
+                    times = np.asarray(run(args.trips))
+                    runs.append(
+                        {
+                            "p50_us": float(np.median(times) * 1e6),
+                            "p99_us": float(np.percentile(times, 99) * 1e6),
+                            "per_s": float(len(times) / times.sum()),
+                        }
+                    )
+                summary = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                results.setdefault(background, {})[key] = {"label": label, **summary, "runs": runs}
+                table.append([background, label, summary["p50_us"], summary["p99_us"], summary["per_s"]])
+        finally:
+            for spinner in spinners:
+                spinner.kill()
+    print(format_table(["CPUs", "link", "p50 us", "p99 us", "round trips/s"], table))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "link.json"
     out.write_text(json.dumps({"trips": args.trips, "repeats": args.repeats, "rows": results}, indent=2) + "\n")
