@@ -155,8 +155,8 @@ def forged(msg, major: int | None = None) -> bytes:
 @pytest.mark.parametrize(
     "hello, major, names",
     [
-        (Hello("dev", (4,), 2, major=2, minor=3), 2, "2.3"),
-        (Hello("dev", (4,), 2, schema_hash=0x1234ABCD), None, "00001234abcd"[-8:]),
+        (Hello("dev", (4,), 2, major=2, minor=3, reply_requested=True), 2, "2.3"),
+        (Hello("dev", (4,), 2, schema_hash=0x1234ABCD, reply_requested=True), None, "1234abcd"),
     ],
     ids=["major", "schema"],
 )
@@ -188,6 +188,7 @@ def test_a_mismatched_device_never_gets_an_action(hello: Hello, major: int | Non
     line = str(caught.value)
     assert "\n" not in line and names in line and host.local.version.split()[0] in line, line
     assert MessageType.ACTION not in kinds and MessageType.ERROR in kinds, kinds
+    assert MessageType.HELLO in kinds  # answered, so the device can name both versions too
     os.close(master)
     os.close(slave)
 

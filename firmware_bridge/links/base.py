@@ -259,6 +259,8 @@ class Link:
         if self._recorder:
             self._recorder.write("rx", msg)
         if isinstance(msg, ForeignHello):
+            if msg.reply_requested:  # let the other version name ours in its own error line
+                self._write(replace(self.local, reply_requested=False))
             self._incompatible(msg.version, "?")
         elif isinstance(msg, Hello):
             self._hello(msg)
