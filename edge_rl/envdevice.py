@@ -10,6 +10,7 @@ in-process, in lock step with the host, for tests and demos without hardware.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_rl.gymenv import make_env
+from edge_rl.gymenv import EnvError, make_env
 from firmware_bridge.links.base import Link, LinkError, LinkUrl, Role, Transport
 from firmware_bridge.protocol import (
     Action,
@@ -33,9 +34,12 @@ from firmware_bridge.protocol import (
     Obs,
     PeerState,
     Reset,
+    encode,
 )
 
 CONFIG_KEYS = ("action_timeout_ms",)
+MAX_WAIT_MS = 60_000.0  # longest period or action timeout: a device that waits longer is a stuck device
+MAX_VALID_MS = 1000  # cap on an ACTION's validity whatever the host asks (as the C library's default)
 
 
 @dataclass
@@ -44,6 +48,7 @@ class DeviceCounters:
     episodes: int = 0
     safe_steps: int = 0  # steps taken with the safe action: no valid ACTION in time, or the link not ready
     invalid_actions: int = 0  # ACTIONs naming an action the device does not have
+    overruns: int = 0  # periodic mode: ticks missed because a step or the host took too long
     episode_return: float = 0.0
     returns_sum: float = 0.0
 
@@ -71,6 +76,12 @@ class EnvDevice:
             heartbeat_ms=heartbeat_ms,
             capabilities=Capability.RESET | Capability.CONFIG | Capability.DEADMAN,
         )
+        try:  # refuse now, with one line, what could never go out as a frame
+            encode(self.hello)
+            encode(Obs(np.zeros(int(np.prod(shape)), np.float32)))
+        except (ValueError, struct.error) as exc:
+            self.env.close()
+            raise EnvError(f"{env_id} cannot be a protocol 1.0 device: {exc}") from None
         self.action_timeout_ms = 200.0
         self.counters = DeviceCounters()
         self._seed = seed
@@ -107,8 +118,8 @@ class EnvDevice:
         """Apply a CONFIG message; an unknown key or a bad value is answered with an ERROR."""
         if msg.key not in CONFIG_KEYS:
             return Error(ErrorCode.UNKNOWN_CONFIG, f"unknown config key {msg.key!r}"[:64])
-        if not np.isfinite(msg.value) or msg.value <= 0:
-            return Error(ErrorCode.BAD_CONFIG_VALUE, f"{msg.key} must be > 0"[:64])
+        if not (np.isfinite(msg.value) and 0 < msg.value <= MAX_WAIT_MS):
+            return Error(ErrorCode.BAD_CONFIG_VALUE, f"{msg.key} must be in (0, {MAX_WAIT_MS:g}]"[:64])
         setattr(self, msg.key, float(msg.value))
         return None
 
@@ -219,6 +230,26 @@ def _value(text: str) -> Any:
         return text  # a bare word, e.g. jammer=sweeping
 
 
+@dataclass
+class Setpoint:
+    """Periodic mode's action in force: valid until `expiry`, only for the episode and session it was sent in."""
+
+    action: int | None = None
+    expiry: float = 0.0
+    episode_start: int = 0  # sequence number of the current episode's first OBS
+    handshakes: int = 0
+
+    def clear(self) -> None:
+        self.action = None
+
+    def offer(self, msg: Action) -> None:
+        if (msg.answers - self.episode_start) % 65536 < 32768:  # answers an OBS of this episode
+            self.action, self.expiry = msg.action, time.monotonic() + min(msg.valid_ms, MAX_VALID_MS) / 1000
+
+    def current(self) -> int | None:
+        return self.action if self.action is not None and time.monotonic() < self.expiry else None
+
+
 def serve(
     device: EnvDevice, link: Link, steps: int = 0, period_ms: float = 0.0, stop: Callable[[], bool] = lambda: False
 ) -> None:
@@ -226,37 +257,64 @@ def serve(
 
     Lock step (`period_ms` 0): after each OBS wait for the ACTION answering it, at most
     `device.action_timeout_ms`, then step with it or with the safe action. Periodic (`period_ms`
-    > 0): step every period with the newest ACTION still within its validity time, else the safe
-    action. Either way nothing is applied while the link is not ready (the deadman), and after
-    a loss the device acts on ACTIONs again only once the host has said HELLO again.
+    > 0): step every period with the newest ACTION still within its validity (capped at
+    MAX_VALID_MS) that answers an OBS of the current episode, else the safe action; ticks missed
+    while a step ran long are skipped and counted, never caught up in a burst. A setpoint never
+    survives a link loss, a new handshake, a RESET or the end of its episode, and nothing but the
+    safe action is applied while the link is not ready.
     """
-    pending = device.reset()
-    in_force: tuple[int, float] | None = None  # periodic mode: (action, monotonic expiry)
+    pending, new_episode = device.reset(), True
+    setpoint = Setpoint(handshakes=link.session.handshakes)
     next_tick = time.monotonic()
     while not stop() and (not steps or device.counters.steps < steps):
-        answer_to = None
-        for obs in pending:
-            answer_to = link.send(obs)  # a terminal OBS is followed by the next episode's first: answer that one
-        next_tick = next_tick + period_ms / 1000 if period_ms else time.monotonic() + device.action_timeout_ms / 1000
-        action, pending = None, []
-        while not pending:
-            msg = link.recv(max(next_tick - time.monotonic(), 0.0))
-            if msg is None:
-                break
-            if isinstance(msg, Action):
-                if period_ms:
-                    in_force = (msg.action, time.monotonic() + msg.valid_ms / 1000)
-                elif msg.answers == answer_to:
-                    action = msg.action
-                    break
-            elif isinstance(msg, Reset):
-                pending = device.reset(msg.seed)
-            elif isinstance(msg, Config):
-                error = device.configure(msg)
-                if error is not None:
-                    link.send(error)
-        if pending:
+        seqs = [link.send(obs) for obs in pending]
+        answer_to = seqs[-1]  # a terminal OBS is followed by the next episode's first: answer that one
+        if new_episode:
+            setpoint.clear()
+            setpoint.episode_start = answer_to if answer_to is not None else setpoint.episode_start
+        now = time.monotonic()
+        if period_ms:
+            next_tick += period_ms / 1000
+            if next_tick < now:
+                device.counters.overruns += 1
+                next_tick = now + period_ms / 1000
+        else:
+            next_tick = now + device.action_timeout_ms / 1000
+        action, pending = _until_tick(device, link, next_tick, answer_to, setpoint if period_ms else None, stop)
+        if pending or stop():
+            new_episode = True
             continue  # a RESET started a new episode: send its first OBS, step nothing
-        if period_ms and in_force is not None and time.monotonic() < in_force[1]:
-            action = in_force[0]
+        if period_ms:
+            action = setpoint.current()
         pending = device.step(action if link.ready else None)
+        new_episode = len(pending) > 1
+
+
+def _until_tick(
+    device: EnvDevice,
+    link: Link,
+    tick: float,
+    answer_to: int | None,
+    setpoint: Setpoint | None,
+    stop: Callable[[], bool],
+) -> tuple[int | None, list[Obs]]:
+    """Handle the host's messages until `tick`: (the lock-step answer, or the OBS of a RESET's new episode)."""
+    while not stop():
+        msg = link.recv(min(max(tick - time.monotonic(), 0.0), 0.1))
+        if setpoint is not None and (link.session.handshakes != setpoint.handshakes or not link.ready):
+            setpoint.handshakes = link.session.handshakes
+            setpoint.clear()  # a fresh session starts without a setpoint
+        if isinstance(msg, Action):
+            if setpoint is not None:
+                setpoint.offer(msg)
+            elif msg.answers == answer_to:
+                return msg.action, []
+        elif isinstance(msg, Reset):
+            return None, device.reset(msg.seed)
+        elif isinstance(msg, Config):
+            error = device.configure(msg)
+            if error is not None:
+                link.send(error)
+        if time.monotonic() >= tick:
+            break
+    return None, []

@@ -268,6 +268,13 @@ BAD = {  # command -> (arguments after it, with {policy} / {tmp} placeholders; a
         (["CartPole-v1", "--link", "loop://", "--period-ms", "-1"], "--period-ms"),
         (["CartPole-v1", "--link", "loop://", "--heartbeat-ms", "0"], "--heartbeat-ms"),
         (["CartPole-v1", "--link", "mqtt://127.0.0.1:1/dev?tls_insecure=1"], "tls_insecure"),
+        (["CartPole-v1", "--link", "loop://", "--device-id", "x" * 40], "device id"),
+        (["edge_rl/AntiJam-v0", "--link", "loop://", "--env-kwargs", '{"n_channels": 64, "history": 8}'], "fit"),
+        (["CartPole-v1", "--link", "loop://[::1"], "does not parse"),
+        (["CartPole-v1", "--link", "mqtt://a..b/dev"], "host"),
+        (["CartPole-v1", "--link", "replay://"], "names no recording"),
+        (["CartPole-v1", "--link", "loop://", "--period-ms", "1e300"], "--period-ms"),
+        (["CartPole-v1", "--link", "loop://", "--action-timeout-ms", "inf"], "--action-timeout-ms"),
     ],
 }
 

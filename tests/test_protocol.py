@@ -371,3 +371,18 @@ def test_the_worked_examples_in_the_docs_are_what_encode_produces() -> None:
     for msg in examples:
         assert encode(msg).hex(" ") in doc, type(msg).__name__
     assert f"0x{SCHEMA_HASH:08x}" in doc
+
+
+def test_payloads_over_the_maximum_and_overflowing_int16_scales_are_malformed() -> None:
+    """COBS slack lets a 1016-byte payload fit MAX_ENCODED; a huge int16 scale decodes to infinity: both refused."""
+    values = np.zeros(252, np.float32)
+    values[::4] = 1.0  # zeros spread through the payload keep the COBS encoding within MAX_ENCODED
+    body = HEADER.pack(MAJOR, MessageType.OBS, 0, 0, 8 + 4 * 252) + struct.pack("<If", 0, 0.0) + values.tobytes()
+    big = cobs_encode(body + zlib.crc32(body).to_bytes(4, "little"))
+    assert len(big) <= MAX_ENCODED
+    scale = struct.pack("<Iff", 0, 0.0, 3e38) + struct.pack("<2h", 32767, -32768)
+    body16 = HEADER.pack(MAJOR, MessageType.OBS, 0x04, 1, len(scale)) + scale
+    huge = cobs_encode(body16 + zlib.crc32(body16).to_bytes(4, "little"))
+    decoder = FrameDecoder()
+    assert decoder.feed(big + b"\x00" + huge + b"\x00") == []
+    assert decoder.counters.malformed == 2

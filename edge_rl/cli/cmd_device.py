@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from edge_rl.cli.common import count, json_object, nonnegative_float, positive_float, positive_int
+from edge_rl.cli.common import count, json_object, milliseconds, positive_int, positive_milliseconds
 from edge_rl.errors import ExitCode
 
 
@@ -34,13 +34,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=count, default=0, help="env steps before exiting (default: 0 = until stopped)")
     p.add_argument(
         "--period-ms",
-        type=nonnegative_float,
+        type=milliseconds,
         default=0.0,
         help="step every PERIOD ms with the newest valid ACTION (default: 0 = lock step with the host)",
     )
     p.add_argument(
         "--action-timeout-ms",
-        type=positive_float,
+        type=positive_milliseconds,
         default=200.0,
         help="lock step: how long to wait for the ACTION answering an OBS before the safe action (default: 200)",
     )

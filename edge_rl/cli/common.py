@@ -49,6 +49,8 @@ count = _bounded(int, 0, inclusive=True)  # seeds, versions, sizes that may be z
 positive_float = _bounded(float, 0.0, inclusive=False)
 nonnegative_float = _bounded(float, 0.0, inclusive=True)
 unit_float = _bounded(float, 0.0, inclusive=True, high=1.0)
+milliseconds = _bounded(float, 0.0, inclusive=True, high=60_000.0)  # waits a device may take: at most a minute
+positive_milliseconds = _bounded(float, 0.0, inclusive=False, high=60_000.0)
 
 
 def int_list(text: str) -> tuple[int, ...]:

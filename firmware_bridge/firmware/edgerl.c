@@ -588,8 +588,8 @@ static bool deliver(edgerl_parser_t *p, edgerl_msg_t *msg)
         c->crc_errors++;
         return false;
     }
-    if (rd16(p->buf + 5) != body - EDGERL_HEADER_SIZE) {
-        c->malformed++;
+    if (rd16(p->buf + 5) != body - EDGERL_HEADER_SIZE || body - EDGERL_HEADER_SIZE > EDGERL_MAX_PAYLOAD) {
+        c->malformed++; /* a payload over the maximum fits the buffer only thanks to COBS slack: refuse it */
         return false;
     }
     if (p->buf[1] < EDGERL_HELLO || p->buf[1] > EDGERL_CONFIG) {

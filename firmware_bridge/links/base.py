@@ -22,7 +22,9 @@ from importlib.metadata import entry_points
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from ..protocol import Action, Error, ErrorCode, ForeignHello, Heartbeat, Hello, Message, PeerState
+import numpy as np
+
+from ..protocol import Action, Error, ErrorCode, ForeignHello, Heartbeat, Hello, Message, Obs, PeerState
 from .recording import Recorder, RecordingError
 
 Role = Literal["host", "device"]
@@ -57,7 +59,10 @@ class LinkUrl:
 
     @classmethod
     def parse(cls, url: str) -> LinkUrl:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise LinkError(f"link URL {url!r} does not parse: {exc}") from None
         if not parts.scheme:
             raise LinkError(f"link URL {url!r} has no scheme (e.g. serial:///dev/ttyUSB0, mqtt://host/device)")
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -138,6 +143,7 @@ class SessionCounters:
     heartbeats_received: int = 0
     refused_sends: int = 0  # ACTIONs the session refused because the peer was not ready
     before_handshake: int = 0  # application messages dropped before a compatible HELLO
+    wrong_shape: int = 0  # OBS whose size differs from the shape the peer announced
 
 
 class Link:
@@ -175,6 +181,9 @@ class Link:
         self._last_rx = self._next_heartbeat = self._next_attempt = 0.0
         self._attempt = 0
         self._transport_open = False
+        self._closed = False
+        self._mismatch_line = ""  # set once the peer is incompatible: the state is final
+        self._obs_size = 0  # elements in the peer's announced observation (0: not announced)
         self._connect()
 
     # -- the working loop's API -------------------------------------------------------------
@@ -183,15 +192,21 @@ class Link:
         return self.state is State.READY
 
     def recv(self, timeout: float) -> Message | None:
-        """The next application message within `timeout` seconds, or None; runs the session meanwhile."""
+        """The next application message within `timeout` seconds, or None; runs the session meanwhile.
+
+        Reads the transport at least once, even with `timeout` 0. Raises IncompatiblePeer, every
+        time, once the peer turned out incompatible: that state is final.
+        """
+        if self._mismatch_line:
+            raise IncompatiblePeer(self._mismatch_line)
+        if self._closed:
+            return None
         self.poll()
         if self._pending:
             return self._pending.popleft()
         deadline = self._clock() + max(timeout, 0.0)
         while True:
             now = self._clock()
-            if now >= deadline:
-                return None
             next_event = self._next_heartbeat if self._transport_open else self._next_attempt
             wait = max(min(deadline, next_event) - now, 0.0)
             if self._transport_open:
@@ -205,27 +220,34 @@ class Link:
             if self._pending:
                 return self._pending.popleft()
             self.poll()
+            if self._clock() >= deadline:
+                return None
 
     def send(self, msg: Message) -> int | None:
         """Send one message and return the sequence number it went out with, or None if it did not.
 
         An ACTION goes out only to a ready, compatible peer; the device answers an OBS by its number.
         """
-        if (isinstance(msg, Action) and not self.ready) or not self._transport_open:
+        if isinstance(msg, Action):
+            self._check_silence(self._clock())  # a stalled loop must not act on a peer that went quiet meanwhile
+            if not self.ready:
+                self.session.refused_sends += 1
+                return None
+        if not self._transport_open or self._closed:
             self.session.refused_sends += 1
             return None
         return self._write(msg)
 
     def poll(self) -> None:
         """Heartbeats, HELLO retries, loss detection and reconnection, without waiting."""
+        if self._closed:
+            return
         now = self._clock()
         if not self._transport_open:
             if now >= self._next_attempt:
                 self._connect()
             return
-        if self.state in (State.READY, State.CONNECTING) and self.peer is not None:
-            if now - self._last_rx > self._silence_limit:
-                self._lose(f"no frame from {self.peer.device_id!r} for {now - self._last_rx:.2f} s")
+        self._check_silence(now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.period
             if self.state is State.READY:
@@ -235,12 +257,18 @@ class Link:
                 self._write(replace(self.local, reply_requested=True))  # ask (again) for the peer's HELLO
                 self._write(Heartbeat(PeerState.SAFE, _micros(now)))
 
+    def _check_silence(self, now: float) -> None:
+        if self.state in (State.READY, State.CONNECTING) and self.peer is not None:
+            if now - self._last_rx > self._silence_limit:
+                self._lose(f"no frame from {self.peer.device_id!r} for {now - self._last_rx:.2f} s")
+
     def counters(self) -> dict[str, int]:
         """Session and transport counters in one flat mapping (for telemetry)."""
         return {**vars(self.session), **self.transport.counters()}
 
     def close(self) -> None:
-        if self.state is not State.CLOSED:
+        if not self._closed:
+            self._closed = True
             self.transport.close()
             self._transport_open = False
             self._set_state(State.CLOSED, "closed")
@@ -256,6 +284,7 @@ class Link:
     # -- the session ----------------------------------------------------------------------------
     def _handle(self, msg: Message | ForeignHello) -> None:
         self._last_rx = self._clock()
+        self._attempt = 0  # frames flow: the next outage starts its backoff from the shortest delay
         if self._recorder:
             self._recorder.write("rx", msg)
         if isinstance(msg, ForeignHello):
@@ -268,12 +297,16 @@ class Link:
             self.session.heartbeats_received += 1
             if msg.state is PeerState.OFFLINE and self.state is State.READY:
                 self._lose("the peer's will says it went offline")
+        elif isinstance(msg, Obs) and self._obs_size and msg.observation.size != self._obs_size:
+            self.session.wrong_shape += 1  # not what the handshake promised: never handed to a policy
         elif self.ready or isinstance(msg, Error):
             self._pending.append(msg)
         else:
             self.session.before_handshake += 1
 
     def _hello(self, hello: Hello) -> None:
+        if self.state is State.INCOMPATIBLE:
+            return  # final: a later, compatible-looking HELLO does not undo a mismatch
         if hello.reply_requested:
             self._write(replace(self.local, reply_requested=False))
         mismatch = self._mismatch(hello)
@@ -281,6 +314,7 @@ class Link:
             self._incompatible(hello.version, mismatch, hello.device_id)
             return
         self.peer = hello
+        self._obs_size = int(np.prod(hello.obs_shape)) if hello.obs_shape else 0
         self._silence_limit = self.misses * max(hello.heartbeat_ms, self.local.heartbeat_ms, 1) / 1000.0
         if self.state is not State.READY:
             self.session.handshakes += 1
@@ -297,6 +331,8 @@ class Link:
         return ""
 
     def _incompatible(self, version: str, what: str, peer_id: str = "") -> None:
+        if self._mismatch_line:
+            raise IncompatiblePeer(self._mismatch_line)
         self._set_state(State.INCOMPATIBLE, "incompatible peer")
         other = "device" if self.role == "host" else "host"
         name = f" {peer_id!r}" if peer_id else ""
@@ -304,10 +340,13 @@ class Link:
             line = f"protocol mismatch: this {self.role} speaks {self.local.version}, {other}{name} speaks {version}"
         else:
             line = f"{other}{name} does not match: {what}"
-        self._write(Error(ErrorCode.INCOMPATIBLE, line[:64]))
+        self._mismatch_line = line
+        self._write(Error(ErrorCode.INCOMPATIBLE, line[:64]))  # once: the state never changes again
         raise IncompatiblePeer(line)
 
     def _lose(self, reason: str) -> None:
+        if self.state is State.INCOMPATIBLE:
+            return
         self.session.losses += 1
         self._set_state(State.LOST, f"link lost: {reason}")
 
@@ -320,11 +359,10 @@ class Link:
         if self.state is not State.CLOSED or self._attempt:
             self.session.reconnects += 1
         self._transport_open = True
-        self._attempt = 0
         now = self._clock()
         self._last_rx = now
         self._next_heartbeat = now  # HELLO at once
-        if self.state is not State.LOST:
+        if self.state not in (State.LOST, State.INCOMPATIBLE):
             self._set_state(State.CONNECTING, f"opened {self.transport.describe}")
 
     def _drop_transport(self, reason: str) -> None:
@@ -348,6 +386,8 @@ class Link:
         except LinkDown as exc:
             self._drop_transport(str(exc))
             return None
+        except ValueError as exc:  # a message that cannot be framed (too large, a field out of range)
+            raise LinkError(f"cannot send {type(msg).__name__}: {exc}") from None
         if self._recorder:
             self._recorder.write("tx", replace(msg, seq=seq))
         return seq
@@ -405,7 +445,9 @@ def open_link(url: str, local: Hello, role: Role = "host") -> Link:
     parsed = LinkUrl.parse(url)
     session = {k: v for k, v in parsed.options.items() if k in SESSION_OPTIONS}
     parsed = replace(parsed, options={k: v for k, v in parsed.options.items() if k not in SESSION_OPTIONS})
-    misses = int(number(session, "misses", 3, 1, 1000))
+    misses = number(session, "misses", 3, 1, 1000)
+    if misses != int(misses):
+        raise LinkError(f"option misses={session['misses']} is not a whole number")
     transport = _factory(parsed.scheme)(parsed, local, role)
     recorder = None
     if "record" in session:
@@ -413,4 +455,4 @@ def open_link(url: str, local: Hello, role: Role = "host") -> Link:
             recorder = Recorder(session["record"])
         except RecordingError as exc:
             raise LinkError(str(exc)) from None
-    return Link(transport, local, role, misses=misses, recorder=recorder)
+    return Link(transport, local, role, misses=int(misses), recorder=recorder)

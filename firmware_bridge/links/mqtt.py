@@ -37,7 +37,20 @@ from collections import deque
 from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
-from ..protocol import DELIMITER, Action, ForeignHello, FrameDecoder, Heartbeat, Hello, Message, Obs, PeerState, encode
+from ..protocol import (
+    DELIMITER,
+    Action,
+    Config,
+    ForeignHello,
+    FrameDecoder,
+    Heartbeat,
+    Hello,
+    Message,
+    Obs,
+    PeerState,
+    Reset,
+    encode,
+)
 from ..protocol.sequence import SequenceTracker
 from .base import LinkDown, LinkError, LinkUrl, Role, Transport, number
 
@@ -51,6 +64,7 @@ except ImportError:  # the `bridge` extra is not installed: say so when an mqtt:
     mqtt = None  # type: ignore[assignment]
 
 OPTIONS = tuple("keepalive qos session_expiry ca certfile keyfile password_env tls_insecure queue client_id".split())
+CONTROL_EXPIRY_S = 10  # RESET and CONFIG older than this are dropped by the broker
 BACKOFF = (0.5, 20.0)  # first and largest reconnect delay in seconds, each times a random 0.5-1.5
 FATAL = {0x84, 0x85, 0x86, 0x87, 0x8A, 0x8C}  # CONNACK refusals a retry cannot fix (version, id, credentials, ban)
 COUNTERS = tuple(
@@ -140,6 +154,8 @@ class MqttTransport(Transport):
         props.SessionExpiryInterval = s.session_expiry
         try:
             client.connect(s.host, s.port, s.keepalive, clean_start=False, properties=props)
+        except (UnicodeError, ValueError) as exc:  # a host name that cannot be encoded: configuration
+            raise LinkError(f"{self.describe}: bad broker host: {_reason(exc)}") from None
         except ssl.SSLError as exc:  # a certificate problem is configuration, not an outage
             raise LinkError(f"{self.describe}: TLS handshake failed: {_reason(exc)}") from None
         except OSError as exc:
@@ -241,9 +257,10 @@ class MqttTransport(Transport):
     def _publish(self, msg: Message, retain: bool = False) -> int:
         topic = self._data_out if isinstance(msg, self._data_type) else self._ctl_out
         props = None
-        if isinstance(msg, Action):  # a setpoint outlives its validity in no queue
+        expiry = None if retain else self._expiry(msg)
+        if expiry is not None:
             props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = max(1, math.ceil(msg.valid_ms / 1000))
+            props.MessageExpiryInterval = expiry
         qos = self.settings.qos
         with self._publish_lock:
             seq = self._seq[topic]
@@ -253,6 +270,20 @@ class MqttTransport(Transport):
             queued = rc == mqtt.MQTT_ERR_SUCCESS or (rc == mqtt.MQTT_ERR_NO_CONN and qos > 0)
             self.n["published" if queued else "publish_dropped"] += 1
         return seq
+
+    def _expiry(self, msg: Message) -> int | None:
+        """Seconds a broker may hold `msg` for an absent peer (MQTT 5 counts whole seconds).
+
+        A setpoint outlives its validity in no queue; proofs of life are stale after a few
+        heartbeats; a RESET or CONFIG queued for hours must not replay on a device that returns.
+        """
+        if isinstance(msg, Action):
+            return max(1, math.ceil(msg.valid_ms / 1000))
+        if isinstance(msg, (Hello, Heartbeat)):
+            return max(1, math.ceil(3 * self.local.heartbeat_ms / 1000))
+        if isinstance(msg, (Reset, Config)):
+            return CONTROL_EXPIRY_S
+        return None
 
 
 def _no_delay(_client: object, _userdata: object, sock: socket.socket) -> None:
@@ -299,7 +330,11 @@ def open_transport(url: LinkUrl, local: Hello, role: Role) -> MqttTransport:
     tls = url.scheme == "mqtts"
     parts = urlsplit(url.url)
     try:
-        host, port = parts.hostname, parts.port or (8883 if tls else 1883)
+        host, port = parts.hostname, parts.port
+        if port is None:
+            port = 8883 if tls else 1883
+        elif not 0 < port < 65536:
+            raise ValueError
     except ValueError:
         raise LinkError(f"{url.scheme}:// link: the port is not a number in 1-65535") from None
     device = url.path.strip("/")

@@ -28,6 +28,7 @@ from ..protocol import (
     ObsDtype,
     PeerState,
     Reset,
+    encode,
 )
 
 
@@ -71,7 +72,9 @@ def from_record(record: dict[str, Any]) -> Message:
         elif f.name in _ENUMS:
             value = _ENUMS[f.name](value)
         kwargs[f.name] = value
-    return cls(**kwargs)
+    msg = cls(**kwargs)
+    encode(msg)  # every field of the right type and range, or ValueError / TypeError / struct.error
+    return msg
 
 
 class Recorder:

@@ -7,11 +7,12 @@ asked), then EndOfStream. Lines that do not parse are counted and skipped, never
 from __future__ import annotations
 
 import json
+import struct
 import time
 from pathlib import Path
 
 from ..protocol import ForeignHello, Hello, Message
-from .base import EndOfStream, LinkDown, LinkError, LinkUrl, Role, Transport, number
+from .base import EndOfStream, LinkError, LinkUrl, Role, Transport, number
 from .recording import from_record
 
 
@@ -29,15 +30,15 @@ class ReplayTransport(Transport):
     def open(self) -> None:
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise LinkDown(f"{self.path}: {exc.strerror}") from None
+        except OSError as exc:  # a recording does not appear later: no point retrying
+            raise LinkError(f"cannot replay {self.path}: {exc.strerror}") from None
         self._records = []
         for line in lines:
             try:
                 record = json.loads(line)
                 if record.get("dir") == "rx":
                     self._records.append((float(record["t"]), from_record(record)))
-            except (ValueError, TypeError, KeyError, AttributeError):
+            except (ValueError, TypeError, KeyError, AttributeError, struct.error):
                 self.bad_lines += 1
         self._index = 0
         self._start = time.monotonic()
@@ -69,7 +70,8 @@ class ReplayTransport(Transport):
 def open_transport(url: LinkUrl, local: Hello, role: Role) -> ReplayTransport:
     """`replay://FILE.jsonl?speed=S` (relative paths as `replay://run.jsonl`, absolute as `replay:///tmp/run.jsonl`)."""
     options = url.take(("speed",))
-    path = Path(url.netloc + url.path)
-    if not str(path):
+    where = url.netloc + url.path
+    path = Path(where)
+    if not where or path.is_dir():
         raise LinkError(f"{url.url!r} names no recording (e.g. replay://run.jsonl)")
     return ReplayTransport(path, number(options, "speed", 0.0, 0.0, 1000.0))

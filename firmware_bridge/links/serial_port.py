@@ -37,8 +37,10 @@ class SerialTransport(Transport):
             self._serial = serial.serial_for_url(
                 self.port, baudrate=self.baud, timeout=0, write_timeout=self.write_timeout, exclusive=self.exclusive
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise LinkDown(_reason(exc)) from None  # the Link names the port
+        except ValueError as exc:  # a malformed URL or setting: retrying cannot help
+            raise LinkError(f"{self.port}: {_reason(exc)}") from None
+        except (serial.SerialException, OSError) as exc:
+            raise LinkDown(_reason(exc)) from None  # the Link names the port; a USB adapter may appear later
         try:
             fd = self._serial.fileno()
         except (AttributeError, OSError, NotImplementedError):

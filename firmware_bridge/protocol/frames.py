@@ -136,7 +136,7 @@ class FrameDecoder:
             return None
         major, kind, flags, seq, length = HEADER.unpack_from(body)
         payload = body[HEADER.size :]
-        if length != len(payload):
+        if length != len(payload) or length > MAX_PAYLOAD:  # COBS slack lets a few bytes more arrive
             counters.malformed += 1
             return None
         if kind not in _TYPES:

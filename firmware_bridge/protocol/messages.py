@@ -281,7 +281,10 @@ def _unpack_obs(flags: int, seq: int, payload: bytes) -> Obs:
         tail = payload[_OBS16.size :]
         if len(tail) % 2 or not (np.isfinite(scale) and scale > 0):
             raise ValueError("int16 observation needs an even tail and a positive scale")
-        values = np.frombuffer(tail, "<i2").astype(np.float32) * np.float32(scale)
+        with np.errstate(over="ignore"):
+            values = np.frombuffer(tail, "<i2").astype(np.float32) * np.float32(scale)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("int16 codes times the scale overflow float32")
         return Obs(values, reward, terminated, truncated, t_us, scale, seq)
     t_us, reward = _OBS.unpack_from(payload)
     tail = payload[_OBS.size :]
