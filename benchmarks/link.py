@@ -8,14 +8,18 @@ framing, CRC, sequence checks, session). Rows:
 - raw echo: 41 bytes back and forth with os.read/os.write, no protocol (the floor of this pty);
 - edge-rl, Python <-> Python: both ends `open_link` (serial over a pty);
 - edge-rl, Python <-> C: the device is the reference C firmware's bench peer (firmware_bridge/firmware);
+  once more with `spin_us=200` on the host's serial link (it polls up to 200 us before sleeping, so an
+  answer due within microseconds does not wait for a wake-up from an idle CPU);
 - pymavlink, Python <-> Python: ATTITUDE (28-byte payload, the size of a 5-float OBS) answered by
   SET_MODE (6 bytes, the size of an ACTION), MAVLink 2, `robust_parsing`;
 - edge-rl over MQTT: both ends `open_link("mqtt://...")` through a Mosquitto on loopback (QoS 1).
 
 Each device runs in its own process on the pty's master side; the host opens the slave with
-pyserial. Medians over --repeats runs of --trips round trips.
+pyserial. Every row runs twice: on idle CPUs, and with a nice-19 spinning process per core (CPUs
+that never idle, as on a device whose learner runs; the spinners yield to the link at once).
+Medians over --repeats runs of --trips round trips.
 
-    python benchmarks/link.py                    # ~1 min
+    python benchmarks/link.py                    # ~4 min
     python benchmarks/link.py --trips 5000       # quicker
 
 Prints a table and writes benchmarks/results/link.json.
@@ -190,12 +194,12 @@ def time_link(url: str, trips: int) -> list[float]:
     return times
 
 
-def time_edge_rl_over_pty(trips: int, peer_command: Callable[[int], list[str]]) -> list[float]:
+def time_edge_rl_over_pty(trips: int, peer_command: Callable[[int], list[str]], query: str = "") -> list[float]:
     """A host Link on the pty's slave, the device `peer_command(master_fd)` on its master."""
     master, slave, path = pty_pair()
     peer = spawn(peer_command(master), master)
     try:
-        return time_link(f"serial://{path}", trips)
+        return time_link(f"serial://{path}{query}", trips)
     finally:
         peer.kill()
         os.close(master)
@@ -206,9 +210,13 @@ def time_edge_rl_python(trips: int) -> list[float]:
     return time_edge_rl_over_pty(trips, lambda fd: [sys.executable, __file__, "--peer", "edge-rl", "--fd", str(fd)])
 
 
-def time_edge_rl_c(trips: int) -> list[float]:
+def time_edge_rl_c(trips: int, query: str = "") -> list[float]:
     binary = build_c_peer()
-    return time_edge_rl_over_pty(trips, lambda fd: [str(binary), "--fd", str(fd)])
+    return time_edge_rl_over_pty(trips, lambda fd: [str(binary), "--fd", str(fd)], query)
+
+
+def time_edge_rl_c_spin(trips: int) -> list[float]:
+    return time_edge_rl_c(trips, "?spin_us=200")
 
 
 def time_mavlink(trips: int) -> list[float]:
@@ -271,6 +279,7 @@ ROWS: dict[str, tuple[str, Callable[[int], list[float]]]] = {
     "raw-echo": ("raw 41-byte echo, no protocol (floor)", time_echo),
     "edge-rl-py": ("edge-rl, Python <-> Python, pty", time_edge_rl_python),
     "edge-rl-c": ("edge-rl, Python <-> C firmware, pty", time_edge_rl_c),
+    "edge-rl-c-spin": ("edge-rl, Python <-> C firmware, pty, spin_us=200", time_edge_rl_c_spin),
     "pymavlink": ("pymavlink, Python <-> Python, pty", time_mavlink),
     "mqtt": ("edge-rl over MQTT (Mosquitto, loopback)", time_mqtt),
 }

@@ -62,7 +62,7 @@ def wait_ready(link, seconds: float = 5.0) -> None:
 
 def test_a_device_process_is_controlled_over_a_pty(wire: SocatPair) -> None:
     device = device_process(f"serial://{wire.b}", "--steps", "600")
-    with open_link(f"serial://{wire.a}?baud=115200", CARTPOLE) as host:
+    with open_link(f"serial://{wire.a}?baud=115200&spin_us=50", CARTPOLE) as host:
         wait_ready(host)
         assert host.peer is not None and host.peer.obs_shape == (4,) and host.peer.n_actions == 2
         answered = 0
@@ -222,6 +222,8 @@ def test_the_device_command_names_both_versions_and_exits_8(wire: SocatPair) -> 
         ("serial:///dev/ttyS0?bud=9600", "unknown option 'bud'"),
         ("serial:///dev/ttyS0?baud=fast", "not a number"),
         ("serial:///dev/ttyS0?misses=0", "out of range"),
+        ("serial:///dev/ttyS0?spin_us=-1", "out of range"),
+        ("serial:///dev/ttyS0?misses=1.5", "whole number"),
         ("sim://NoSuchEnv-v9", "NoSuchEnv"),
     ],
 )
