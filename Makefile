@@ -57,4 +57,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/link.py
 
 clean:
-	rm -rf $(VENV) .venv-device runs .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .venv-device runs .pytest_cache .ruff_cache .import_linter_cache firmware_bridge/firmware/build
