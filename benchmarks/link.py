@@ -67,8 +67,8 @@ def peer_echo(fd: int) -> None:
 
 def peer_edge_rl(fd: int) -> None:
     """The device side with the same Link stack, over the pty master (a path pyserial cannot open)."""
-    from firmware_bridge.links.base import Link
     from firmware_bridge.links.serial_port import SerialTransport
+    from firmware_bridge.links.session import Link
 
     class MasterFd(SerialTransport):
         def open(self) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from edge_rl.gymenv import EnvError, make_env
-from firmware_bridge.links.base import Link, LinkError, LinkUrl, Role, Transport
+from firmware_bridge.links.base import LinkError, LinkUrl, Role, Transport
+from firmware_bridge.links.session import Link
 from firmware_bridge.protocol import (
     Action,
     Capability,

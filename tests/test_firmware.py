@@ -53,7 +53,7 @@ from firmware_bridge.protocol import (
     cobs_encode,
     encode,
 )
-from firmware_bridge.protocol.messages import SCHEMA_TEXT
+from firmware_bridge.protocol.codes import SCHEMA_TEXT
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware_bridge" / "firmware"

@@ -22,7 +22,7 @@ extern "C" {
 
 #define EDGERL_MAJOR 1u
 #define EDGERL_MINOR 0u
-/* zlib.crc32 of messages.SCHEMA_TEXT: any change to a payload layout changes it. */
+/* zlib.crc32 of codes.SCHEMA_TEXT: any change to a payload layout changes it. */
 #define EDGERL_SCHEMA_HASH 0xf5542274UL
 
 #define EDGERL_HEADER_SIZE 7u

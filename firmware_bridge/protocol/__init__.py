@@ -6,6 +6,18 @@ message table and worked examples are in docs/protocol.md.
 """
 
 from .cobs import CobsError, cobs_decode, cobs_encode
+from .codes import (
+    MAJOR,
+    MAX_PAYLOAD,
+    MINOR,
+    SCHEMA_HASH,
+    Capability,
+    ErrorCode,
+    Flags,
+    MessageType,
+    ObsDtype,
+    PeerState,
+)
 from .frames import (
     DELIMITER,
     HEADER,
@@ -16,26 +28,7 @@ from .frames import (
     FrameDecoder,
     encode,
 )
-from .messages import (
-    MAJOR,
-    MAX_PAYLOAD,
-    MINOR,
-    SCHEMA_HASH,
-    Action,
-    Capability,
-    Config,
-    Error,
-    ErrorCode,
-    Flags,
-    Heartbeat,
-    Hello,
-    Message,
-    MessageType,
-    Obs,
-    ObsDtype,
-    PeerState,
-    Reset,
-)
+from .messages import Action, Config, Error, Heartbeat, Hello, Message, Obs, Reset
 from .sequence import SequenceTracker
 
 __all__ = [

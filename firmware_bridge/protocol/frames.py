@@ -13,17 +13,8 @@ import zlib
 from dataclasses import dataclass, fields
 
 from .cobs import CobsError, cobs_decode, cobs_encode
-from .messages import (
-    MAJOR,
-    MAX_PAYLOAD,
-    Flags,
-    Message,
-    MessageType,
-    PayloadError,
-    hello_prefix,
-    pack,
-    unpack,
-)
+from .codes import MAJOR, MAX_PAYLOAD, Flags, MessageType
+from .messages import Message, PayloadError, hello_prefix, pack, unpack
 from .sequence import SequenceTracker
 
 HEADER = struct.Struct("<BBBHH")
