@@ -89,7 +89,7 @@ def serve_actions(link) -> None:  # type: ignore[no-untyped-def]
 
 
 class _FdPort:
-    """The few pyserial calls SerialTransport makes, on a raw file descriptor."""
+    """The few pyserial calls SerialTransport (and pymavlink's writer) make, on a raw file descriptor."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -111,7 +111,7 @@ class _FdPort:
 def peer_mavlink(fd: int) -> None:
     from pymavlink.dialects.v20 import common as mavlink
 
-    out = _FdWriter(fd)
+    out = _FdPort(fd)
     mav = mavlink.MAVLink(out, srcSystem=2, srcComponent=1)
     mav.robust_parsing = True
     mav.attitude_send(0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
@@ -119,14 +119,6 @@ def peer_mavlink(fd: int) -> None:
         for msg in mav.parse_buffer(os.read(fd, 4096)) or ():
             if msg.get_type() == "SET_MODE":
                 mav.attitude_send(msg.custom_mode, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
-
-
-class _FdWriter:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def write(self, data: bytes) -> None:
-        os.write(self.fd, data)
 
 
 PEERS: dict[str, Callable[[int], None]] = {"echo": peer_echo, "edge-rl": peer_edge_rl, "mavlink": peer_mavlink}
@@ -224,7 +216,7 @@ def time_mavlink(trips: int) -> list[float]:
 
     master, slave, _ = pty_pair()
     peer = python_peer("mavlink", master)
-    mav = mavlink.MAVLink(_FdWriter(slave), srcSystem=1, srcComponent=1)
+    mav = mavlink.MAVLink(_FdPort(slave), srcSystem=1, srcComponent=1)
     mav.robust_parsing = True
     times: list[float] = []
     try:

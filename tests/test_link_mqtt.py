@@ -26,6 +26,7 @@ from firmware_bridge.links import LinkUrl, State
 from firmware_bridge.links.mqtt import BACKOFF, open_transport
 from firmware_bridge.protocol import Action, Heartbeat, Hello, Obs, PeerState
 from tests.mosquitto import Mosquitto, free_port
+from tests.test_link_serial import balance
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = Hello("dev1", obs_shape=(2,), n_actions=3)
@@ -443,8 +444,7 @@ def test_the_device_command_is_controlled_over_mqtt(mosquitto: Mosquitto) -> Non
             while device.poll() is None:
                 msg = host.recv(0.5)
                 if isinstance(msg, Obs) and not (msg.terminated or msg.truncated):
-                    angle, velocity = msg.observation[2], msg.observation[3]
-                    answered += host.send(Action(int(angle + 0.5 * velocity > 0), answers=msg.seq)) is not None
+                    answered += host.send(Action(balance(msg), answers=msg.seq)) is not None
         out, err = device.communicate(timeout=20)
     finally:
         device.kill()
