@@ -10,6 +10,7 @@ in-process, in lock step with the host, for tests and demos without hardware.
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from collections import deque
@@ -39,8 +40,44 @@ from firmware_bridge.protocol import (
 )
 
 CONFIG_KEYS = ("action_timeout_ms",)
+REWARD_SCALE = "reward_scale"  # a shift key of the device itself: the reward it reports is the true one x this
 MAX_WAIT_MS = 60_000.0  # longest period or action timeout: a device that waits longer is a stuck device
 MAX_VALID_MS = 1000  # cap on an ACTION's validity whatever the host asks (as the C library's default)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A change of the running env at an env step: attributes of the unwrapped env, or `reward_scale`.
+
+    `reward_scale: -1` poisons the reward the device reports (a sign flip); the counters and the
+    window statistics keep the true reward.
+    """
+
+    step: int
+    changes: dict[str, Any]
+
+    @classmethod
+    def parse(cls, text: str) -> Shift:
+        """'STEP:JSON', e.g. '5000:{"jammer": "reactive"}'."""
+        head, sep, tail = text.partition(":")
+        try:
+            step, changes = int(head), json.loads(tail)
+        except ValueError:
+            step, changes = -1, None
+        if not sep or step < 0 or not isinstance(changes, dict) or not changes:
+            raise EnvError(f'shift {text!r}: expected STEP:JSON, e.g. 5000:{{"jammer": "reactive"}}')
+        return cls(step, changes)
+
+
+@dataclass
+class Window:
+    """Ground truth over the last `every` env steps: the true mean reward and success rate, safe steps."""
+
+    reward: float = 0.0
+    success: float = 0.0
+    successes: int = 0  # steps whose info had a "success" entry
+    safe: int = 0
+    steps: int = 0
 
 
 @dataclass
@@ -64,8 +101,20 @@ class EnvDevice:
         device_id: str = "sim",
         seed: int | None = None,
         heartbeat_ms: int = 100,
+        shifts: tuple[Shift, ...] = (),
+        window: int = 0,
+        on_window: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """`shifts` change the env mid-run; every `window` steps `on_window` gets the ground-truth statistics."""
         self.env = make_env(env_id, env_kwargs)
+        for shift in shifts:
+            unknown = [k for k in shift.changes if k != REWARD_SCALE and not hasattr(self.env.unwrapped, k)]
+            if unknown:
+                self.env.close()
+                raise EnvError(f"shift at step {shift.step}: {env_id} has no attribute {unknown[0]!r}")
+        self.shifts = sorted(shifts, key=lambda s: s.step)
+        self.reward_scale = 1.0
+        self.window_size, self.on_window, self.window = window, on_window, Window()
         shape = tuple(int(d) for d in self.env.observation_space.shape)
         self.safe_action = int(getattr(self.env.unwrapped, "safe_action", 0))
         self.n_actions = int(self.env.action_space.n)
@@ -104,16 +153,47 @@ class EnvDevice:
             action = None
         if action is None:
             c.safe_steps += 1
+            self.window.safe += 1
             action = self.safe_action
-        observation, reward, terminated, truncated, _ = self.env.step(action)
+        while self.shifts and self.shifts[0].step <= c.steps:
+            self._apply(self.shifts.pop(0))
+        observation, reward, terminated, truncated, info = self.env.step(action)
         c.steps += 1
         c.episode_return += float(reward)
-        out = [self._obs(observation, float(reward), bool(terminated), bool(truncated))]
+        self._account(float(reward), info)
+        out = [self._obs(observation, float(reward) * self.reward_scale, bool(terminated), bool(truncated))]
         if terminated or truncated:
             c.episodes += 1
             c.returns_sum += c.episode_return
             out += self.reset()
         return out
+
+    def _apply(self, shift: Shift) -> None:
+        for key, value in shift.changes.items():
+            if key == REWARD_SCALE:
+                self.reward_scale = float(value)
+            else:
+                setattr(self.env.unwrapped, key, value)
+
+    def _account(self, reward: float, info: dict[str, Any]) -> None:
+        w = self.window
+        w.reward += reward
+        w.steps += 1
+        if "success" in info:
+            w.success += float(info["success"])
+            w.successes += 1
+        if self.window_size and w.steps >= self.window_size:
+            if self.on_window is not None:
+                self.on_window(
+                    {
+                        "step": self.counters.steps,
+                        "mean_reward": w.reward / w.steps,
+                        "success_rate": w.success / w.successes if w.successes else None,
+                        "safe_steps": w.safe,
+                        "reward_scale": self.reward_scale,
+                    }
+                )
+            self.window = Window()
 
     def configure(self, msg: Config) -> Error | None:
         """Apply a CONFIG message; an unknown key or a bad value is answered with an ERROR."""
@@ -205,26 +285,30 @@ class SimTransport(Transport):
 
 
 def open_transport(url: LinkUrl, local: Hello, role: Role) -> SimTransport:
-    """`sim://ENV_ID?key=value&seed=N`: the env's constructor kwargs from the query (numbers parsed as JSON)."""
+    """`sim://ENV_ID?key=value&seed=N&shift=STEP:JSON;STEP:JSON`: the env's kwargs from the query (values as JSON).
+
+    `shift` changes the running env at env steps (see `Shift`), e.g. `shift=5000:{"jammer":"reactive"}`.
+    """
     if role != "host":
         raise LinkError("sim:// runs the device in-process: open it as the host")
     env_id = (url.netloc + url.path).lstrip("/")
     if not env_id:
         raise LinkError(f"{url.url!r} names no environment (e.g. sim://CartPole-v1 or sim://edge_rl/AntiJam-v0)")
-    kwargs: dict[str, Any] = {k: _value(v) for k, v in url.options.items()}
+    options = dict(url.options)
+    shifts = options.pop("shift", "")
+    kwargs: dict[str, Any] = {k: _value(v) for k, v in options.items()}
     seed = kwargs.pop("seed", None)
     if seed is not None and not (isinstance(seed, int) and seed >= 0):
         raise LinkError(f"sim:// seed must be an integer >= 0, got {seed!r}")
     try:
-        device = EnvDevice(env_id, kwargs, device_id=env_id, seed=seed, heartbeat_ms=local.heartbeat_ms)
+        parsed = tuple(Shift.parse(text) for text in shifts.split(";") if text)
+        device = EnvDevice(env_id, kwargs, device_id=env_id, seed=seed, heartbeat_ms=local.heartbeat_ms, shifts=parsed)
     except ValueError as exc:  # EnvError is a ValueError: one line, never a traceback
         raise LinkError(str(exc)) from None
     return SimTransport(device)
 
 
 def _value(text: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:

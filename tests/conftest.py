@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
+from tests.c_device import build  # noqa: F401  (the C device simulator, built once per session)
 from tests.mosquitto import Mosquitto
 
 

@@ -17,7 +17,7 @@ import edge_rl
 from edge_rl import __version__
 from edge_rl.errors import BadInput, ExitCode
 
-COMMANDS = ("train", "eval", "distill", "quantize", "card", "export", "verify", "keygen", "adapt", "device")
+COMMANDS = ("train", "eval", "distill", "quantize", "card", "export", "verify", "keygen", "adapt", "run", "device")
 EXTRAS = {  # a missing third-party module -> the extra that installs it (a device install has no torch)
     "torch": "train",
     "tqdm": "train",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from edge_rl.cli.common import count, json_object, milliseconds, positive_int, positive_milliseconds
 from edge_rl.errors import ExitCode
@@ -45,15 +49,42 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="lock step: how long to wait for the ACTION answering an OBS before the safe action (default: 200)",
     )
     p.add_argument("--heartbeat-ms", type=positive_int, default=100, help="heartbeat period (default: 100)")
+    p.add_argument(
+        "--shift",
+        action="append",
+        default=[],
+        metavar="STEP:JSON",
+        help="change the env at env step STEP: attributes of the unwrapped env, or reward_scale (e.g. -1 poisons "
+        'the reported reward); repeatable, e.g. --shift \'5000:{"jammer": "reactive"}\' (default: none)',
+    )
+    p.add_argument(
+        "--stats",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="append ground truth per --window steps: true mean reward, success rate, safe steps (default: none)",
+    )
+    p.add_argument("--window", type=positive_int, default=1000, help="steps per --stats line (default: 1000)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_rl.envdevice import EnvDevice, serve
+    from edge_rl.envdevice import EnvDevice, Shift, serve
     from edge_rl.table import print_table
     from firmware_bridge import IncompatiblePeer, LinkError, open_link
 
-    device = EnvDevice(args.env, args.env_kwargs, args.device_id, args.seed, min(args.heartbeat_ms, 0xFFFF))
+    shifts = tuple(Shift.parse(text) for text in args.shift)
+    stats = _stats_writer(args.stats) if args.stats is not None else None
+    device = EnvDevice(
+        args.env,
+        args.env_kwargs,
+        args.device_id,
+        args.seed,
+        min(args.heartbeat_ms, 0xFFFF),
+        shifts,
+        args.window if stats else 0,
+        stats,
+    )
     device.action_timeout_ms = args.action_timeout_ms
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,3 +113,19 @@ def run(args: argparse.Namespace) -> int:
     rows += [[name.replace("_", " "), value] for name, value in counters.items() if value]
     print_table(["device", "value"], rows)
     return 0
+
+
+def _stats_writer(path: Path) -> Callable[[dict[str, Any]], None]:
+    """A line per window, flushed at once (a benchmark reads it while the device runs)."""
+    from edge_rl.errors import BadInput
+
+    try:
+        out = path.open("a", encoding="utf-8")
+    except OSError as e:
+        raise BadInput(f"{path}: cannot write ({e.strerror or e})") from None
+
+    def write(record: dict[str, Any]) -> None:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+    return write

@@ -119,6 +119,9 @@ class HeadStreamQ(StreamQ):
     def act(self, obs: np.ndarray) -> int:
         return super().act(self.features(obs))
 
+    def behave(self, obs: np.ndarray, action: int) -> None:
+        super().behave(self.features(obs), action)
+
     def observe(self, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool) -> float:
         return super().observe(reward, self.features(next_obs), terminated, truncated)
 

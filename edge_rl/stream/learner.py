@@ -100,19 +100,23 @@ class StreamQ:
             raise BadInput(f"observation has {x.size} features, the learner takes {self.obs_dim}")
         return x
 
-    def act(self, obs: np.ndarray) -> int:
-        """Epsilon-greedy action for `obs`; remembers the act-time forward for the next `observe`.
-
-        `obs` is counted by the normaliser at the start, after an episode ended, and (a guard
-        beyond the reference rule) whenever it is not the `next_obs` the last `observe` counted.
-        """
+    def _forward(self, obs: np.ndarray) -> tuple[list[float], Plan]:
+        """Q-values and the forward's cache for the action about to be taken in `obs`; counts the step."""
         if self._state is None or obs is not self._given:
             x = self._check(obs)
             if self._state is None or not (x == self._raw).all():
                 self._state, self._raw = self.normalizer(x), x
         self.steps += 1
         q, cache = self.net.forward(self._state)
-        values = q.tolist()
+        return q.tolist(), cache
+
+    def act(self, obs: np.ndarray) -> int:
+        """Epsilon-greedy action for `obs`; remembers the act-time forward for the next `observe`.
+
+        `obs` is counted by the normaliser at the start, after an episode ended, and (a guard
+        beyond the reference rule) whenever it is not the `next_obs` the last `observe` counted.
+        """
+        values, cache = self._forward(obs)
         greedy = values.index(max(values))  # the first index on ties
         action, nongreedy = greedy, False
         if self.draws.uniform() < self.epsilon:
@@ -120,6 +124,18 @@ class StreamQ:
             nongreedy = action != greedy
         self._pending = (values, cache, action, nongreedy)
         return action
+
+    def behave(self, obs: np.ndarray, action: int) -> None:
+        """Record that another policy took `action` in `obs`: the next `observe` learns from it.
+
+        Off-policy, as Watkins's Q(lambda): the trace is cut after a step whose action is not
+        this learner's greedy one. A shadow learner learns this way from the actions a deployed
+        policy takes, never choosing one itself (no exploration draw is spent).
+        """
+        if not 0 <= action < self.n_actions:
+            raise BadInput(f"action {action} is not in 0..{self.n_actions - 1}")
+        values, cache = self._forward(obs)
+        self._pending = (values, cache, action, action != values.index(max(values)))
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q-values of `obs` under the current normalisation, without counting it or learning."""

@@ -1,0 +1,408 @@
+"""The control loop: receive, validate, act, send; then learn, gate, checkpoint, report.
+
+Reads top to bottom like the step it runs. The action for an OBS is computed and sent before
+anything else happens for it: learning, gating, checkpoints (handed to a thread), events
+(queued for a thread) and config reloads come after the ACTION is out. Every step that sends the
+bundle's safe action instead of the policy's says why, in a counter and in the event log (one
+event when fallback starts and one when it ends, not one per step).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_rl.bundle import Bundle
+from edge_rl.daemon import config as config_file
+from edge_rl.daemon.checkpoint import CheckpointStore
+from edge_rl.daemon.config import DaemonConfig
+from edge_rl.daemon.events import EventLog
+from edge_rl.daemon.gate import Candidate, Gate
+from edge_rl.daemon.guard import InputGuard, RewardEnvelope, Shield
+from edge_rl.daemon.service import Notifier, Signals
+from edge_rl.daemon.shadow import ShadowLearner
+from edge_rl.daemon.snapshot import Persister, unpack
+from edge_rl.daemon.source import BundleCheck, BundleSource, record_installed
+from edge_rl.errors import BadInput
+from edge_rl.runtime.backends import Backend
+from edge_rl.stream import restore
+from firmware_bridge import Link
+from firmware_bridge.protocol import Action, Error, Obs
+
+RECENT = 256  # recent valid observations the gate checks candidates on
+LATENCIES = 4096  # per-step timings kept for the summary (a ring)
+IDLE_WAIT = 0.02  # seconds `recv` may wait when nothing comes: heartbeats and reloads still run
+STATE_SCHEMA = 1
+
+
+@dataclass
+class LoopCounters:
+    steps: int = 0  # OBS answered (policy or safe action), terminal OBS excluded
+    policy_actions: int = 0
+    safe_actions: int = 0
+    fallbacks: Counter[str] = field(default_factory=Counter)  # why the safe action was sent
+    unsent: int = 0  # ACTIONs the link refused (peer not ready)
+    terminal: int = 0  # episode ends seen
+    transitions: int = 0  # valid transitions handed to the learner / gate
+    gaps: int = 0  # OBS whose predecessor was lost (no transition across a gap)
+    late: int = 0  # iterations slower than the idle wait plus the deadline (no watchdog ping after them)
+    explored: int = 0  # policy steps that took a random allowed action (adapting only)
+    reward_sum: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in vars(self).items() if k != "fallbacks"}
+        return {**d, "fallbacks": dict(self.fallbacks)}
+
+
+class Daemon:
+    """One bundle, one link, one state directory: `run()` until stopped, then a final checkpoint."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        actor: Backend,
+        link: Link,
+        config: DaemonConfig,
+        events: EventLog,
+        state_dir: Path | None = None,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+        signals: Signals | None = None,
+        source: BundleSource | None = None,
+    ) -> None:
+        """`source` says where the bundle came from and how it was checked: a reload checks it again."""
+        self.link, self.events = link, events
+        self.config, self.config_path = config, config_path
+        self.notifier = notifier or Notifier()
+        self.signals = signals or Signals()
+        self.source = source
+        self.mode = config.adapt.mode
+        self.counters = LoopCounters()
+        self.latency = np.zeros(LATENCIES)  # seconds from OBS received to ACTION written
+        self.in_fallback: str | None = None
+        self.link_state = ""
+        self.ready_sent = False
+        self.store = CheckpointStore(state_dir, config.checkpoint.keep) if state_dir is not None else None
+        self.persister: Persister | None = None
+        self.next_checkpoint = math.inf
+        self.checkpoint_backoff = 1
+        self.checkpoint_alarm = False
+        self.pending_bundle: BundleCheck | None = None
+        self._install(bundle, actor)
+
+    def _install(self, bundle: Bundle, actor: Backend) -> None:
+        """Everything that depends on the bundle: guard, shield, learner, gate (at start and on a new bundle)."""
+        self.bundle, self.policy = bundle, bundle.policy
+        self.safe = self.policy.action.safe
+        self.guard = InputGuard(self.policy.observation, self.config.control)
+        self.shield = Shield(self.policy.action.n, self.safe, self.config.control)
+        adapt = self.config.adapt
+        self.shadow = ShadowLearner(self.policy, self.mode, adapt) if self.mode != "off" else None
+        self.rng = np.random.default_rng(adapt.seed)  # exploration draws (never while not learning)
+        self.rewards = RewardEnvelope(adapt.reward_warmup)
+        self.reward_suspect = False
+        golden = bundle.golden.observations
+        self.gate = Gate(self.policy, actor, golden, adapt, self.events.emit, self._reset_learner)
+        self.recent = np.zeros((RECENT, self.policy.observation.size), np.float32)
+        self.n_recent = 0
+        self.prev: tuple[np.ndarray, int, int] | None = None  # (observation, action, seq) of the last policy step
+
+    # -- start ------------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Load the newest valid checkpoint of this bundle (if any) and start the checkpoint writer."""
+        if self.store is None:
+            return
+        recovered, lines = self.store.recover()
+        for line in lines:
+            self.events.emit("checkpoint_recovery", detail=line)
+        if recovered is not None:
+            try:
+                self._load(recovered.payload)
+                self.events.emit("resumed", generation=recovered.generation, step=self.counters.steps)
+            except BadInput as e:
+                self.events.emit("not_resumed", generation=recovered.generation, reason=str(e))
+        self.persister = Persister(self.store)
+        self.next_checkpoint = time.monotonic() + self.config.checkpoint.interval_s
+
+    def _load(self, payload: bytes) -> None:
+        meta, states = unpack(payload)
+        if meta.get("schema") != STATE_SCHEMA:
+            raise BadInput(f"state schema {meta.get('schema')!r}, this daemon writes {STATE_SCHEMA}")
+        if meta.get("bundle") != self.policy.digest():
+            raise BadInput("the state belongs to another bundle: starting afresh on this one")
+        if meta.get("mode") != self.mode:
+            raise BadInput(f"the state was learnt with --adapt {meta.get('mode')}, this run uses {self.mode}")
+        loop = meta["loop"]
+        self.counters = LoopCounters(**{**loop, "fallbacks": Counter(loop["fallbacks"])})
+        incumbent = self._candidate(states["incumbent"])
+        last_good = self._candidate(states["last_good"])
+        self.gate.load(meta["gate"], incumbent, last_good)
+        self.rewards.load(meta["rewards"])
+        self.reward_suspect = self.rewards.suspect
+        if self.shadow is not None:
+            self.shadow.load(states["learner"])
+            self.shadow.anchor = incumbent.snapshot if incumbent else self.shadow.fresh
+            self.shadow.updates, self.shadow.skipped, self.shadow.diverged = meta["shadow"]
+
+    def _candidate(self, state: dict[str, Any] | None) -> Candidate | None:
+        if state is None:
+            return None
+        return Candidate(restore(state, self.policy).to_policy(), state)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, steps: int = 0) -> None:
+        """Until a stop signal (or `steps` more answered OBS); `stop()` then saves and reports."""
+        target = self.counters.steps + steps if steps else 0
+        clock = time.monotonic
+        while self.signals.stop is None and (not target or self.counters.steps < target):
+            started = clock()
+            msg = self.link.recv(IDLE_WAIT)
+            if isinstance(msg, Obs):
+                self._step(msg, clock())
+            # on time: no longer than the idle wait plus one step's budget (a stall anywhere, even in a read, is late)
+            on_time = clock() - started <= IDLE_WAIT + self.config.control.deadline_ms / 1000
+            self.counters.late += not on_time
+            if on_time and self.ready_sent:
+                self.notifier.alive(clock())
+            if isinstance(msg, Error):
+                self.events.emit("device_error", code=int(msg.code), text=msg.text)
+            self._housekeeping()
+
+    def _step(self, obs: Obs, received: float) -> None:
+        """Answer one OBS with an ACTION, then learn from the transition it completes."""
+        c, x = self.counters, obs.observation
+        invalid = self.guard.check(x, obs.t_us, received)
+        done = obs.terminated or obs.truncated
+        action, reason = self.safe, None  # a terminal OBS is not answered: the device starts the next episode
+        if not done:
+            reason = invalid
+            if invalid is None:
+                action, reason = self._policy_action(x)
+            if reason is None and time.monotonic() - received > self.config.control.deadline_ms / 1000:
+                action, reason = self.safe, "deadline"
+            if reason is not None:
+                self.shield.hold(self.safe)
+            sent = self.link.send(Action(action, obs.seq, self.config.control.valid_ms, reason is not None))
+            self.latency[c.steps % LATENCIES] = time.monotonic() - received
+            c.steps += 1
+            c.unsent += sent is None
+            c.policy_actions += reason is None
+            c.safe_actions += reason is not None
+        # -- the ACTION is out: everything below may take its time --------------------------------
+        self._fallback_events(reason)
+        self._learn(obs, invalid, done)
+        if done:
+            c.terminal += 1
+            self.prev = None
+            self.shield.forget()
+        elif invalid is None and reason is None:
+            self.prev = (x.copy(), action, obs.seq)
+        else:
+            self.prev = None  # a fallback step's outcome is not the policy's: no transition from it
+
+    def _policy_action(self, x: np.ndarray) -> tuple[int, str | None]:
+        try:
+            q = self.gate.actor.q_values(x)
+        except (BadInput, RuntimeError) as e:  # a runtime that fails mid-run: the bundle's safe action
+            self.events.emit("inference_error", error=str(e)[:200])
+            return self.safe, "inference"
+        if not np.isfinite(q).all():
+            return self.safe, "nonfinite_q"
+        adapt = self.config.adapt
+        if self.gate.learning and self.rng.random() < (
+            adapt.explore_recovering if self.gate.recovering else adapt.explore
+        ):
+            self.counters.explored += 1
+            return self.shield.explore(self.rng), None
+        return self.shield.choose(q), None
+
+    def _learn(self, obs: Obs, invalid: str | None, done: bool) -> None:
+        """The transition from the previous policy step to this OBS, if both ends are valid and adjacent."""
+        prev, c = self.prev, self.counters
+        if prev is None or invalid is not None:
+            return
+        x_prev, action, seq = prev
+        if (obs.seq - seq) % 65536 != 1:
+            c.gaps += 1
+            return
+        reward = float(obs.reward)
+        if not math.isfinite(reward):
+            c.fallbacks["nonfinite_reward"] += 1
+            return
+        c.transitions += 1
+        c.reward_sum += reward
+        x = obs.observation.reshape(-1)
+        self.recent[self.n_recent % RECENT] = x
+        self.n_recent += 1
+        if self.shadow is None:
+            return
+        inside = self.rewards.check(reward)
+        suspect = self.rewards.suspect
+        if suspect != self.reward_suspect:
+            self.reward_suspect = suspect
+            self.events.emit(
+                "reward_suspect" if suspect else "reward_trusted", low=self.rewards.low, high=self.rewards.high
+            )
+        if inside and not suspect and self.gate.learning:
+            self.shadow.learn(x_prev, action, reward, x, obs.terminated, obs.truncated)
+        self.gate.after_step(reward, done, self.shadow.candidate, self._recent(), trusted=not suspect)
+
+    def _recent(self) -> np.ndarray:
+        n = min(self.n_recent, RECENT)
+        return np.roll(self.recent, -(self.n_recent % RECENT), axis=0)[-n:] if n else self.recent[:0]
+
+    def _reset_learner(self, candidate: Candidate | None) -> None:
+        if self.shadow is not None:
+            self.shadow.reset(candidate)
+
+    def _fallback_events(self, reason: str | None) -> None:
+        if reason is not None:
+            self.counters.fallbacks[reason] += 1
+        if reason != self.in_fallback:
+            if self.in_fallback is not None:
+                self.events.emit("fallback_ended", reason=self.in_fallback)
+            if reason is not None:
+                self.events.emit("safe_action", reason=reason, step=self.counters.steps)
+            self.in_fallback = reason
+
+    # -- between steps ----------------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        self._link_events()
+        if self.signals.reload:
+            self.signals.reload = False
+            self.reload()
+        if self.pending_bundle is not None and self.pending_bundle.done:
+            self._switch_bundle(self.pending_bundle)
+            self.pending_bundle = None
+        if self.persister is not None:
+            self._checkpoint_results()
+            if time.monotonic() >= self.next_checkpoint:
+                self.checkpoint()
+
+    def _link_events(self) -> None:
+        while self.link.events:
+            self.events.emit("link", detail=self.link.events.popleft(), state=self.link.state.value)
+        state = self.link.state.value
+        if state != self.link_state:
+            self.link_state = state
+            if state != "ready":
+                self.prev = None  # no transition spans a lost link
+                self.guard.reset_clock()
+                self.shield.forget()
+            elif not self.ready_sent:
+                self.ready_sent = True
+                self.notifier.ready(f"acting from bundle v{self.bundle.version} with --adapt {self.mode}")
+
+    def reload(self) -> None:
+        """SIGHUP: the config and the bundle again; each applied whole, or the running one kept with the reason."""
+        self._reload_config()
+        if self.source is not None and self.pending_bundle is None:
+            self.pending_bundle = BundleCheck(self.source, self.bundle)  # verified in a thread: no control gap
+
+    def _reload_config(self) -> None:
+        try:
+            new = config_file.load(self.config_path).with_mode(None)
+            if new.adapt.mode != self.mode:
+                raise BadInput(f"[adapt] mode {new.adapt.mode!r}: changing the mode needs a restart")
+            Shield(self.policy.action.n, self.safe, new.control)  # refuses a mask that cannot work
+        except BadInput as e:
+            self.events.emit("config_rejected", reason=str(e))
+            return
+        self.config = new
+        self.guard.configure(new.control)
+        self.shield.configure(new.control)
+        self.gate.configure(new.adapt)
+        if self.persister is not None:
+            self.next_checkpoint = min(self.next_checkpoint, time.monotonic() + new.checkpoint.interval_s)
+        self.events.emit("config_reloaded", path=str(self.config_path))
+
+    def _switch_bundle(self, check: BundleCheck) -> None:
+        """Act from a newly verified bundle (its learner starts afresh), or say why the old one stays."""
+        if check.error is not None:
+            self.events.emit("bundle_rejected", reason=check.error, exit_code=check.exit_code, kept=self.bundle.version)
+            return
+        if check.result is None:
+            return  # unchanged on disk
+        actor, bundle = check.result
+        old_actor, old_version = self.gate.bundle_actor, self.bundle.version
+        if self.gate.actor is not old_actor:
+            self.gate.actor.close()
+        self._install(bundle, actor)
+        old_actor.close()
+        self.shield.forget()
+        if self.store is not None:
+            record_installed(self.store.directory, bundle)
+        self.events.emit("bundle_updated", version=bundle.version, previous=old_version, signer=bundle.signer)
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Hand a copy of the state to the writer thread (never waits for the disk)."""
+        if self.persister is None:
+            return
+        meta = {
+            "schema": STATE_SCHEMA,
+            "bundle": self.policy.digest(),
+            "bundle_version": self.bundle.version,
+            "mode": self.mode,
+            "loop": self.counters.as_dict(),
+            "gate": self.gate.state(),
+            "rewards": self.rewards.state(),
+            "shadow": [self.shadow.updates, self.shadow.skipped, self.shadow.diverged] if self.shadow else [0, 0, 0],
+        }
+        states = {
+            "learner": self.shadow.state() if self.shadow else {"scalars": {}, "arrays": {}},
+            "incumbent": self.gate.incumbent.snapshot if self.gate.incumbent else None,
+            "last_good": self.gate.last_good.snapshot if self.gate.last_good else None,
+        }
+        self.persister.submit(meta, states)
+        interval = self.config.checkpoint.interval_s * self.checkpoint_backoff
+        self.next_checkpoint = time.monotonic() + interval
+
+    def _checkpoint_results(self) -> None:
+        assert self.persister is not None
+        for generation, error in self.persister.results():
+            if error is None:
+                if self.checkpoint_alarm:
+                    self.events.emit("checkpoint_recovered", generation=generation)
+                self.checkpoint_alarm, self.checkpoint_backoff = False, 1
+                self.events.emit("checkpoint", generation=generation, step=self.counters.steps)
+            else:
+                if not self.checkpoint_alarm:  # one alarm per run of failures, then quiet back-off
+                    self.events.emit("checkpoint_failed", reason=error, kept_generation=self.store.generation)
+                self.checkpoint_alarm = True
+                self.checkpoint_backoff = min(self.checkpoint_backoff * 2, 64)
+                interval = self.config.checkpoint.interval_s * self.checkpoint_backoff
+                self.next_checkpoint = time.monotonic() + interval
+
+    def stop(self) -> None:
+        """Final checkpoint (waited for, bounded), then the link closes: the device's deadman takes over."""
+        self.notifier.stopping()
+        if self.persister is not None:
+            self.checkpoint()
+            if not self.persister.flush(10.0):
+                self.events.emit("checkpoint_failed", reason="the final checkpoint did not finish within 10 s")
+            self._checkpoint_results()
+            self.persister.close()
+        if self.gate.actor is not self.gate.bundle_actor:
+            self.gate.actor.close()
+        self.events.emit("stopped", steps=self.counters.steps, signal=self.signals.stop)
+
+    def summary(self) -> dict[str, Any]:
+        n = min(self.counters.steps, LATENCIES)
+        lat = np.sort(self.latency[:n]) * 1e6 if n else np.zeros(1)
+        return {
+            **self.counters.as_dict(),
+            "latency_p50_us": float(np.percentile(lat, 50)),
+            "latency_p99_us": float(np.percentile(lat, 99)),
+            "gate": {"phase": self.gate.phase, **vars(self.gate.counters)},
+            "learner": self.shadow.counters() if self.shadow else {},
+            "incumbent": self.gate.incumbent_policy().digest()[:16],
+            "link": self.link.counters(),
+            "watchdog_pings": self.notifier.pings,
+        }
