@@ -127,6 +127,8 @@ def daemon(
     config_path: Path | None = None,
 ) -> Daemon:
     """A daemon over `transport`, started as `edge-rl run` starts it (verified bundle, resumed state)."""
+    if state_dir is not None:
+        state_dir.mkdir(parents=True, exist_ok=True)
     source = BundleSource(bundle, backend="numpy")
     actor, checked, _ = source.load(None)
     hello = Hello("host", tuple(checked.policy.observation.shape), checked.policy.action.n, checked.policy.action.safe)

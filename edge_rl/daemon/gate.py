@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_rl.daemon.config import AdaptConfig
+from edge_rl.errors import BadInput
 from edge_rl.policy import Policy
 from edge_rl.runtime.backends import Backend, NumpyBackend
 
@@ -212,6 +213,9 @@ class Gate:
         self.steps += 1
         if self.phase == "fallback":
             return
+        if self.incumbent is not self.last_good and self.steps >= self.probation_until:
+            self.last_good = self.incumbent  # it kept its level through probation: what a rollback returns to
+            self.emit("confirmed", digest=self.incumbent_policy().digest()[:16])
         if self.phase == "trial":
             if not trusted:
                 self._end_trial(False, "cancelled", self.incumbent_segments.mean(), float("nan"), 0)
@@ -223,9 +227,6 @@ class Gate:
         if closed and self.drift.update(self.incumbent_segments.last()):
             self._drift_alarm()
             return
-        if self.incumbent is not self.last_good and self.steps >= self.probation_until:
-            self.last_good = self.incumbent  # it kept its level through probation: what a rollback returns to
-            self.emit("confirmed", digest=self.incumbent_policy().digest()[:16])
         if self.phase == "cooldown":
             if self.steps >= self.cooldown_until:
                 self.phase = "learning"
@@ -235,14 +236,18 @@ class Gate:
         if trusted and self.steps >= self.next_gate and (closed or self.awaiting_boundary):
             self.awaiting_boundary = not closed  # a trial starts with an episode (or segment)
             if closed:
-                self._consider(propose(), recent)
+                self._consider(propose, recent)
 
-    def _consider(self, candidate: Candidate, recent: np.ndarray) -> None:
-        self.counters.candidates += 1
+    def _consider(self, propose: Callable[[], Candidate], recent: np.ndarray) -> None:
         if self.incumbent_segments.steps() < self.config.trial_steps:
             self.next_gate = self.steps + self.config.trial_steps  # not enough evidence on the incumbent yet
             return
-        reason, diverged = self.sanity(candidate.policy, recent)
+        self.counters.candidates += 1
+        try:
+            candidate = propose()
+            reason, diverged = self.sanity(candidate.policy, recent)
+        except BadInput as e:  # the learner's network is no valid policy (e.g. an overflow to infinity)
+            candidate, reason, diverged = None, f"no valid policy: {e}", True
         if reason:
             self.counters.refused += 1
             self._back_off()
@@ -250,6 +255,7 @@ class Gate:
                 self.reset_learner(self.incumbent)
             self.emit("candidate_refused", reason=reason, learner_reset=diverged, next_gate=self.next_gate)
             return
+        assert candidate is not None
         self.trial, self.phase, self.trial_started = candidate, "trial", self.steps
         self.trial_segments.clear()
         self.counters.trials += 1

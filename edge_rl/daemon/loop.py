@@ -287,7 +287,8 @@ class Daemon:
 
     def _link_events(self) -> None:
         while self.link.events:
-            self.events.emit("link", detail=self.link.events.popleft(), state=self.link.state.value)
+            event = self.link.events.popleft()
+            self.events.emit("link", detail=str(event), state=event.state.value, at=round(event.t, 6))
         state = self.link.state.value
         if state != self.link_state:
             self.link_state = state
@@ -383,6 +384,9 @@ class Daemon:
     def stop(self) -> None:
         """Final checkpoint (waited for, bounded), then the link closes: the device's deadman takes over."""
         self.notifier.stopping()
+        if self.pending_bundle is not None:
+            self.pending_bundle.abandon()
+            self.pending_bundle = None
         if self.persister is not None:
             self.checkpoint()
             if not self.persister.flush(10.0):

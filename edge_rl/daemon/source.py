@@ -73,6 +73,13 @@ class BundleCheck:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
+    def abandon(self, timeout: float = 30.0) -> None:
+        """At shutdown: let the check finish (a runtime torn down mid-load aborts the process), drop its result."""
+        self._thread.join(timeout)
+        if self.result is not None:
+            self.result[0].close()
+            self.result = None
+
     def _check(self) -> None:
         """Verify the whole bundle again (a file changed in place must be caught even if the manifest was not)."""
         try:

@@ -31,6 +31,18 @@ class State(str, Enum):
     CLOSED = "closed"
 
 
+class LinkEvent(str):
+    """A state change, described (it is that text), with the state it led to and when (monotonic seconds)."""
+
+    state: State
+    t: float
+
+    def __new__(cls, text: str, state: State, t: float) -> LinkEvent:
+        event = super().__new__(cls, text)
+        event.state, event.t = state, t
+        return event
+
+
 @dataclass
 class SessionCounters:
     """What the session did about the peer's health."""
@@ -43,6 +55,7 @@ class SessionCounters:
     refused_sends: int = 0  # ACTIONs the session refused because the peer was not ready
     before_handshake: int = 0  # application messages dropped before a compatible HELLO
     wrong_shape: int = 0  # OBS whose size differs from the shape the peer announced
+    rearms: int = 0  # HELLOs sent because a ready device said it holds its safe action
 
 
 class Link:
@@ -73,11 +86,11 @@ class Link:
         self._silence_limit = misses * self.period  # seconds without a frame before the peer counts as lost
         self.state = State.CLOSED
         self.session = SessionCounters()
-        self.events: deque[str] = deque(maxlen=256)  # state changes for telemetry, newest last
+        self.events: deque[LinkEvent] = deque(maxlen=256)  # state changes for telemetry, newest last
         self._recorder = recorder
         self._clock = clock
         self._pending: deque[Message] = deque()
-        self._last_rx = self._next_heartbeat = self._next_attempt = 0.0
+        self._last_rx = self._next_heartbeat = self._next_attempt = self._next_rearm = 0.0
         self._attempt = 0
         self._transport_open = False
         self._closed = False
@@ -196,12 +209,24 @@ class Link:
             self.session.heartbeats_received += 1
             if msg.state is PeerState.OFFLINE and self.state is State.READY:
                 self._lose("the peer's will says it went offline")
+            elif msg.state is PeerState.SAFE and self.state is State.READY and self.role == "host":
+                self._rearm()
         elif isinstance(msg, Obs) and self._obs_size and msg.observation.size != self._obs_size:
             self.session.wrong_shape += 1  # not what the handshake promised: never handed to a policy
         elif self.ready or isinstance(msg, Error):
             self._pending.append(msg)
         else:
             self.session.before_handshake += 1
+
+    def _rearm(self) -> None:
+        """The device holds its safe action (its deadman tripped while this host was stalled, say) and
+        waits for a fresh HELLO before it accepts a setpoint again: send one, at most once a period."""
+        now = self._clock()
+        if now >= self._next_rearm:
+            self._next_rearm = now + self.period
+            self.session.rearms += 1
+            self.events.append(LinkEvent("the device holds its safe action: HELLO again", self.state, now))
+            self._write(replace(self.local, reply_requested=False))
 
     def _hello(self, hello: Hello) -> None:
         if self.state is State.INCOMPATIBLE:
@@ -293,7 +318,7 @@ class Link:
 
     def _set_state(self, state: State, event: str) -> None:
         self.state = state
-        self.events.append(event)
+        self.events.append(LinkEvent(event, state, self._clock()))
 
 
 def _micros(now: float) -> int:

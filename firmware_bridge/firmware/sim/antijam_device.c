@@ -1,6 +1,6 @@
 /* antijam_device: a simulated AntiJam radio speaking the edge-rl protocol over a serial line.
  *
- * It mirrors edge_rl/envs/antijam.py (8 channels, 8 scans of history, the five jammer kinds; its own
+ * It mirrors edge_rl/envs/antijam.py (8 channels, 4 scans of history by default, the five jammer kinds; its own
  * random numbers, so trajectories differ from the Python environment's) and runs the device side of
  * the session with edgerl: HELLO on start, one OBS per slot, the latest valid ACTION applied, the safe
  * action (channel 0) under the deadman or a version mismatch. Every applied action is logged with
@@ -29,8 +29,9 @@
 /* ---- AntiJam dynamics (defaults of AntiJamEnv, history 8) --------------------------------------------- */
 
 #define N_CHANNELS 8
-#define HISTORY 8
-#define OBS_SIZE ((HISTORY + 1) * N_CHANNELS) /* newest scan first, then older ones, then one-hot channel */
+#define MAX_HISTORY 8                                /* --history: scans in the observation, 1..8 */
+#define OBS_SIZE(history) (((history) + 1) * N_CHANNELS) /* newest scan first, then older ones, one-hot channel */
+#define MAX_OBS_SIZE OBS_SIZE(MAX_HISTORY)
 #define EPISODE_STEPS 100                       /* the registered TimeLimit */
 #define SAFE_CHANNEL 0                          /* AntiJamEnv.safe_action: the home channel */
 #define JAM_POWER 0.9
@@ -84,8 +85,8 @@ static void rng_shuffle(rng_t *rng, int *items, int n)
 typedef struct {
     jammer_t jammer;
     rng_t rng;
-    float frames[HISTORY][N_CHANNELS];
-    int channel, const_start, sweep_pos, used_last, t;
+    float frames[MAX_HISTORY][N_CHANNELS];
+    int history, channel, const_start, sweep_pos, used_last, t;
     int schedule[N_BASE_KINDS];
     int episode_step;
 } env_t;
@@ -139,7 +140,7 @@ static void jam_mask(env_t *env, jammer_t kind, bool mask[N_CHANNELS])
 static void sense(env_t *env, const bool mask[N_CHANNELS])
 {
     int ch;
-    memmove(env->frames[1], env->frames[0], sizeof env->frames - sizeof env->frames[0]);
+    memmove(env->frames[1], env->frames[0], (size_t)(env->history - 1) * sizeof env->frames[0]);
     for (ch = 0; ch < N_CHANNELS; ch++) {
         const double power = FLOOR_POWER + (JAM_POWER - FLOOR_POWER) * mask[ch] + SENSE_NOISE * rng_normal(&env->rng);
         env->frames[0][ch] = (float)(power < 0.0 ? 0.0 : power > 1.0 ? 1.0 : power);
@@ -161,7 +162,7 @@ static void env_reset(env_t *env)
     env->t = 0;
     env->episode_step = 0;
     memset(env->frames, 0, sizeof env->frames);
-    for (i = 0; i < HISTORY; i++) { /* the jammer ran before the episode: the first scan history is full */
+    for (i = 0; i < env->history; i++) { /* the jammer ran before the episode: the first scan history is full */
         jam_mask(env, active_kind(env), mask);
         sense(env, mask);
     }
@@ -182,19 +183,19 @@ static double env_step(env_t *env, int action)
     return reward;
 }
 
-static void env_obs(const env_t *env, float obs[OBS_SIZE])
+static void env_obs(const env_t *env, float obs[MAX_OBS_SIZE])
 {
     int ch;
-    memcpy(obs, env->frames, sizeof env->frames);
+    memcpy(obs, env->frames, (size_t)env->history * sizeof env->frames[0]);
     for (ch = 0; ch < N_CHANNELS; ch++) {
-        obs[HISTORY * N_CHANNELS + ch] = ch == env->channel ? 1.0f : 0.0f;
+        obs[env->history * N_CHANNELS + ch] = ch == env->channel ? 1.0f : 0.0f;
     }
 }
 
 /* ---- options ---------------------------------------------------------------------------------------------- */
 
 typedef struct {
-    uint32_t period_ms, valid_timeout_ms, host_timeout_ms, major, schema_hash;
+    uint32_t period_ms, valid_timeout_ms, host_timeout_ms, major, schema_hash, history;
     uint64_t seed, steps; /* steps 0: until a signal */
     jammer_t jammer;
     const char *log_path, *device;
@@ -210,6 +211,7 @@ static void usage(FILE *out)
             "  --seed N               environment seed (default 0)\n"
             "  --steps N              slots to run, 0 = until SIGINT/SIGTERM (default 0)\n"
             "  --jammer KIND          constant|random|sweeping|reactive|switching (default sweeping)\n"
+            "  --history N            scans in the observation, 1-8: (N + 1) x 8 floats (default 4, as AntiJam-v0)\n"
             "  --major N              protocol major to announce (mismatch tests; default %u)\n"
             "  --schema-hash HEX      schema hash to announce (mismatch tests; default %08lx)\n"
             "  --log PATH             log file (default stderr)\n",
@@ -274,6 +276,8 @@ static bool parse_option(options_t *opt, const char *name, const char *value)
         opt->valid_timeout_ms = (uint32_t)n;
     } else if (strcmp(name, "--host-timeout-ms") == 0 && n > 0) {
         opt->host_timeout_ms = (uint32_t)n;
+    } else if (strcmp(name, "--history") == 0 && n >= 1 && n <= MAX_HISTORY) {
+        opt->history = (uint32_t)n;
     } else if (strcmp(name, "--major") == 0 && n <= UINT8_MAX) {
         opt->major = (uint32_t)n;
     } else {
@@ -288,6 +292,7 @@ static bool parse_args(int argc, char **argv, options_t *opt)
     opt->period_ms = 10;
     opt->valid_timeout_ms = 1000;
     opt->host_timeout_ms = 500;
+    opt->history = 4;
     opt->major = EDGERL_MAJOR;
     opt->schema_hash = EDGERL_SCHEMA_HASH;
     opt->seed = 0;
@@ -455,7 +460,7 @@ typedef struct {
     env_t env;
     link_t link;
     edgerl_device_t device;
-    uint8_t tx[EDGERL_DEVICE_TX_SIZE(EDGERL_OBS_F32_PAYLOAD(OBS_SIZE))];
+    uint8_t tx[EDGERL_DEVICE_TX_SIZE(EDGERL_OBS_F32_PAYLOAD(MAX_OBS_SIZE))];
     uint64_t slot, policy_slots, safe_slots, late_slots;
     uint32_t trips_logged, ignored_logged;
     char mismatch_logged[EDGERL_MISMATCH_TEXT_SIZE]; /* one line per incompatible host version */
@@ -463,14 +468,14 @@ typedef struct {
 
 static bool send_obs(sim_t *s, double reward, bool truncated)
 {
-    float values[OBS_SIZE];
+    float values[MAX_OBS_SIZE];
     edgerl_obs_t obs;
     memset(&obs, 0, sizeof obs);
     env_obs(&s->env, values);
     obs.t_us = (uint32_t)monotonic_us();
     obs.reward = (float)reward;
     obs.truncated = truncated;
-    obs.count = OBS_SIZE;
+    obs.count = (uint16_t)OBS_SIZE(s->env.history);
     obs.values = values;
     return edgerl_device_send_obs(&s->device, &obs);
 }
@@ -561,7 +566,7 @@ static bool sim_start(sim_t *s)
     char version[EDGERL_VERSION_TEXT_SIZE];
     edgerl_device_config_init(&cfg);
     cfg.device_id = "antijam-sim";
-    cfg.obs_shape[0] = OBS_SIZE;
+    cfg.obs_shape[0] = (uint16_t)OBS_SIZE(s->opt.history);
     cfg.obs_ndim = 1;
     cfg.obs_dtype = EDGERL_DTYPE_FLOAT32;
     cfg.n_actions = N_CHANNELS;
@@ -581,12 +586,13 @@ static bool sim_start(sim_t *s)
         return false;
     }
     s->env.jammer = s->opt.jammer;
+    s->env.history = (int)s->opt.history;
     s->env.rng.state = s->opt.seed;
     env_reset(&s->env);
     edgerl_format_version(version, sizeof version, cfg.major, EDGERL_MINOR, cfg.schema_hash);
-    log_line("start device=%s version=%s jammer=%s seed=%" PRIu64 " period_ms=%" PRIu32 " valid_timeout_ms=%" PRIu32
-             " host_timeout_ms=%" PRIu32,
-             cfg.device_id, version, JAMMER_NAMES[s->opt.jammer], s->opt.seed, s->opt.period_ms,
+    log_line("start device=%s version=%s jammer=%s history=%" PRIu32 " seed=%" PRIu64 " period_ms=%" PRIu32
+             " valid_timeout_ms=%" PRIu32 " host_timeout_ms=%" PRIu32,
+             cfg.device_id, version, JAMMER_NAMES[s->opt.jammer], s->opt.history, s->opt.seed, s->opt.period_ms,
              s->opt.valid_timeout_ms, s->opt.host_timeout_ms);
     edgerl_device_send_hello(&s->device, true);
     send_obs(s, 0.0, false);

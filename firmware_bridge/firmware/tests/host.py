@@ -32,7 +32,6 @@ from firmware_bridge.protocol import (
 )
 
 N_CHANNELS = 8
-OBS_SIZE = 9 * N_CHANNELS
 
 
 class Host:
@@ -71,7 +70,7 @@ class Host:
             self.log(f"error code={msg.code} text={msg.text}")
         elif isinstance(msg, Obs):
             values = msg.observation
-            if values.shape != (OBS_SIZE,) or not np.all((values >= 0) & (values <= 1)):
+            if values.size % N_CHANNELS or not np.all((values >= 0) & (values <= 1)):  # (history + 1) x 8
                 self.log(f"bad-obs shape={values.shape}")
             elif self.compatible:  # the least jammed channel of the newest scan
                 self.action(int(np.argmin(values[:N_CHANNELS])), msg.seq)
