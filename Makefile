@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-kernels test-device lint format bench install system clean
+.PHONY: demo test test-kernels test-device lint format bench install system clean check-aarch64
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-device: system
 	test -x .venv-device/bin/python || $(PYTHON) -m venv .venv-device
 	.venv-device/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[device]' pytest hypothesis
 	.venv-device/bin/python -m pytest -q -p no:cacheprovider
+
+# installs and runs on a Raspberry Pi 4's CPU (arm64 bookworm under qemu-user, as root; rootfs in /var/tmp)
+check-aarch64:
+	scripts/check-aarch64
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -265,9 +265,9 @@ def test_s6_a_device_of_another_protocol_version_is_never_actuated(build: Path, 
 def test_s4_link_loss_gets_the_safe_action_and_recovers_in_the_same_process(bundles, tmp_path: Path) -> None:
     wire = SocatPair(tmp_path)
     stats = tmp_path / "device.jsonl"
+    stats_args = ["--stats", str(stats), "--window", "50"]
     device = subprocess.Popen(
-        [*DEVICE, "--link", f"serial://{wire.a}", "--period-ms", "10", "--heartbeat-ms", "50"]
-        + ["--stats", str(stats), "--window", "50"],
+        [*DEVICE, "--link", f"serial://{wire.a}", "--period-ms", "10", "--heartbeat-ms", "50", *stats_args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
