@@ -367,3 +367,22 @@ def test_sighup_reloads_and_sigterm_saves_and_exits_zero(bundles, tmp_path: Path
     assert "checkpoint" in kinds_seen and "steps answered" in out
     stopped = events(state)[-1]
     assert stopped["kind"] == "stopped" and stopped["signal"] == int(signal.SIGTERM)
+
+
+def test_the_example_service_unit_and_config_are_valid(tmp_path: Path) -> None:
+    """examples/deploy: the config parses; the unit is Type=notify with a watchdog and restarts (systemd checks it)."""
+    from edge_rl.daemon import config as config_file
+
+    deploy = ROOT / "examples" / "deploy"
+    assert config_file.load(deploy / "daemon.toml").adapt.mode == "head"
+    unit = (deploy / "edge-rl.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith((" ", "#")))
+    assert settings["Type"] == "notify" and settings["Restart"] in ("on-failure", "on-watchdog")
+    assert settings["WatchdogSec"] and settings["User"] != "root" and settings["ExecReload"].endswith("-HUP $MAINPID")
+    analyze = shutil.which("systemd-analyze")
+    if analyze:  # systemd's own parser, with ExecStart pointing at this checkout's edge-rl
+        local = tmp_path / "edge-rl.service"
+        local.write_text(unit.replace("/opt/edge-rl/.venv/bin/edge-rl", str(Path(sys.executable).with_name("edge-rl"))))
+        result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
+        problems = [line for line in result.stderr.splitlines() if "edge-rl.service" in line]
+        assert not problems, problems
