@@ -367,3 +367,48 @@ def test_s23_a_wall_clock_jump_causes_no_timeout(bundle: Path, monkeypatch: pyte
     assert d.link.session.losses == 0 and "link_lost" not in json.dumps(list(d.events.recent))
     walls = [e["wall"] for e in d.events.recent]
     assert max(walls) - min(walls) < 7200  # the event log records what the wall clock said
+
+
+@pytest.mark.learning
+def test_s18_a_poisoned_reward_rolls_back_to_last_good_and_freezes_learning(bundle: Path) -> None:
+    """End to end: the shadow improves a poor policy (promotions), then the device reports the reward sign-flipped.
+
+    Whatever was on probation is rolled back to last-good (digest equal); nothing is learnt or
+    promoted while the reward is suspect; learning resumes once it is back. Three seeds: the
+    invariants hold for each, and most must have promoted something before the poison.
+    """
+    from edge_rl.envdevice import Shift
+
+    poison, clean = 3000, 4500
+    shifts = (Shift(poison, {"reward_scale": -1}), Shift(clean, {"reward_scale": 1}))
+    promoted, rolled_back = 0, 0
+    for seed in (0, 1, 2):
+        d = daemon(bundle, sim("sweeping", seed, shifts), config("head", seed=seed, probation_steps=2000))
+        updates: list[int] = []
+        learn = d.shadow.learn
+
+        def spy(*args, d=d, learn=learn, updates=updates) -> None:
+            updates.append(d.counters.steps)
+            learn(*args)
+
+        d.shadow.learn = spy
+        d.run(poison)
+        before = d.gate.counters.promotions
+        on_probation = d.gate.incumbent is not d.gate.last_good
+        last_good = (d.gate.last_good.policy if d.gate.last_good else d.gate.bundle).digest()
+        d.run(clean - poison)
+        recent = list(d.events.recent)
+        kinds_now = [e["kind"] for e in recent]
+        print(f"seed {seed}: {before} promotions before the poison, on probation {on_probation}: {kinds_now[-8:]}")
+        assert kinds_now.count("reward_suspect") == 1 and "reward_trusted" not in kinds_now
+        assert "rollback" in kinds_now or "drift_alarm" in kinds_now, "the drop was not noticed"
+        if on_probation:
+            (rollback,) = [e for e in recent if e["kind"] == "rollback"]
+            assert rollback["incumbent"] == last_good[:16] and d.gate.incumbent_policy().digest() == last_good
+            rolled_back += 1
+        assert d.gate.counters.promotions == before  # nothing promoted on poisoned rewards
+        assert not [s for s in updates if poison + 250 < s <= clean]  # nothing learnt from them
+        d.run(2000)
+        assert "reward_trusted" in [e["kind"] for e in d.events.recent] and updates[-1] > clean + 500
+        promoted += before > 0
+    assert promoted >= 2 and rolled_back >= 1, (promoted, rolled_back)
