@@ -276,6 +276,18 @@ BAD = {  # command -> (arguments after it, with {policy} / {tmp} placeholders; a
         (["CartPole-v1", "--link", "loop://", "--period-ms", "1e300"], "--period-ms"),
         (["CartPole-v1", "--link", "loop://", "--action-timeout-ms", "inf"], "--action-timeout-ms"),
     ],
+    "run": [
+        (["{tmp}/missing", "--link", "loop://"], "is missing"),
+        (["{policy}", "--link", "loop://"], "not a bundle"),
+        (["{policy}", "--link", "loop://", "--config", "{tmp}/garbage.npy"], "not valid TOML"),
+        (["{policy}", "--link", "loop://", "--config", "{tmp}/none.toml"], "cannot read the config"),
+        (["{policy}", "--link", "loop://", "--adapt", "sometimes"], "--adapt"),
+        (["{policy}", "--link", "loop://", "--backend", "cuda"], "--backend"),
+        (["{policy}", "--link", "loop://", "--steps", "-1"], "--steps"),
+        (["{policy}", "--link", "loop://", "--state-dir", "{tmp}/garbage.npy"], "state directory"),
+        (["{policy}", "--link", "loop://", "--public-key", "{tmp}/garbage.npy"], "garbage.npy"),
+        (["{policy}"], "--link"),
+    ],
 }
 
 
