@@ -386,3 +386,35 @@ def test_the_example_service_unit_and_config_are_valid(tmp_path: Path) -> None:
         result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
         problems = [line for line in result.stderr.splitlines() if "edge-rl.service" in line]
         assert not problems, problems
+
+
+def test_the_daemon_process_never_imports_torch_gymnasium_or_export(build: Path, bundles, tmp_path: Path) -> None:
+    """A whole run against the C firmware, then the modules the process had loaded are listed at exit."""
+    wire = SocatPair(tmp_path)
+    sim_proc = subprocess.Popen(
+        [build / "antijam_device", "--period-ms", "5", str(wire.a)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    probe = (
+        "import atexit, sys; from edge_rl.cli import main; "
+        "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'gymnasium', 'export', 'quantize')))); sys.exit(main(sys.argv[1:]))"
+    )
+    try:
+        args = ["run", str(bundles["v5"]), "--link", f"serial://{wire.b}", "--adapt", "full", "--steps", "300"]
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args, "--state-dir", str(tmp_path / "state")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        sim_proc.terminate()
+        sim_proc.wait(timeout=10)
+        wire.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    (loaded,) = [line for line in result.stdout.splitlines() if line.startswith("LOADED")]
+    assert loaded == "LOADED []", loaded
+    assert "policy actions" in result.stdout
