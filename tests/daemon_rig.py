@@ -69,8 +69,9 @@ def write_bundle(policy: Policy, out: Path, version: int, key: Path | None = Non
 
 
 def config(mode: str = "off", **adapt: Any) -> DaemonConfig:
+    """Test settings: a deadline no loaded CI machine misses (the deadline itself is tested on its own)."""
     checkpoint = adapt.pop("checkpoint", CheckpointConfig())
-    control = adapt.pop("control", ControlConfig())
+    control = adapt.pop("control", ControlConfig(deadline_ms=5000))
     return DaemonConfig(control, replace(AdaptConfig(), mode=mode, **adapt), checkpoint)
 
 

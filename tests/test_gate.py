@@ -51,7 +51,7 @@ class Harness:
     def feed(self, reward: float, steps: int, trusted: bool = True) -> None:
         for _ in range(steps):
             done = (self.gate.steps + 1) % EPISODE == 0
-            self.gate.after_step(reward, done, self.propose, self.recent, trusted)
+            self.gate.after_step(reward, done, self.propose, lambda: self.recent, trusted)
 
     def until(self, phase: str, reward: float, limit: int = 2000) -> int:
         start = self.gate.steps

@@ -174,8 +174,6 @@ class Gate:
         self.backoff = 1
         self.next_gate = config.gate_every
         self.cooldown_until = 0
-        self.trial_started = 0
-        self.awaiting_boundary = False
         self.drift_reference = 0.0  # the drift monitor's reference level, once set
         self.recovery_target: float | None = None  # set by a drift alarm: the level to get back to
 
@@ -203,9 +201,17 @@ class Gate:
 
     # -- each step ------------------------------------------------------------------------------
     def after_step(
-        self, reward: float, done: bool, propose: Callable[[], Candidate], recent: np.ndarray, trusted: bool = True
+        self,
+        reward: float,
+        done: bool,
+        propose: Callable[[], Candidate],
+        recent: Callable[[], np.ndarray],
+        trusted: bool = True,
     ) -> None:
         """Account one acted step's reward (valid transitions only) and move the gate on.
+
+        `propose()` makes a candidate and `recent()` gives the recent valid observations, oldest
+        first; both are called only when a candidate is due.
 
         With `trusted` False (a suspect reward stream) the drift monitor still watches, but no
         trial starts and a running one is cancelled: a comparison on such rewards means nothing.
@@ -213,7 +219,7 @@ class Gate:
         self.steps += 1
         if self.phase == "fallback":
             return
-        if self.incumbent is not self.last_good and self.steps >= self.probation_until:
+        if trusted and self.incumbent is not self.last_good and self.steps >= self.probation_until:
             self.last_good = self.incumbent  # it kept its level through probation: what a rollback returns to
             self.emit("confirmed", digest=self.incumbent_policy().digest()[:16])
         if self.phase == "trial":
@@ -233,10 +239,8 @@ class Gate:
                 self.next_gate = self.steps + self.config.gate_every
                 self.emit("learning_resumed")
             return
-        if trusted and self.steps >= self.next_gate and (closed or self.awaiting_boundary):
-            self.awaiting_boundary = not closed  # a trial starts with an episode (or segment)
-            if closed:
-                self._consider(propose, recent)
+        if trusted and closed and self.steps >= self.next_gate:  # a trial starts with an episode (or segment)
+            self._consider(propose, recent())
 
     def _consider(self, propose: Callable[[], Candidate], recent: np.ndarray) -> None:
         if self.incumbent_segments.steps() < self.config.trial_steps:
@@ -256,7 +260,7 @@ class Gate:
             self.emit("candidate_refused", reason=reason, learner_reset=diverged, next_gate=self.next_gate)
             return
         assert candidate is not None
-        self.trial, self.phase, self.trial_started = candidate, "trial", self.steps
+        self.trial, self.phase = candidate, "trial"
         self.trial_segments.clear()
         self.counters.trials += 1
         self._set_actor(candidate)

@@ -50,9 +50,10 @@ class LoopCounters:
     unsent: int = 0  # ACTIONs the link refused (peer not ready)
     terminal: int = 0  # episode ends seen
     transitions: int = 0  # valid transitions handed to the learner / gate
-    gaps: int = 0  # OBS whose predecessor was lost (no transition across a gap)
+    gaps: int = 0  # transitions dropped because a frame was lost or damaged between their two OBS
     late: int = 0  # iterations slower than the idle wait plus the deadline (no watchdog ping after them)
     explored: int = 0  # policy steps that took a random allowed action (adapting only)
+    bad_rewards: int = 0  # non-finite rewards: their transitions are dropped
     reward_sum: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,7 +112,7 @@ class Daemon:
         self.gate = Gate(self.policy, actor, golden, adapt, self.events.emit, self._reset_learner)
         self.recent = np.zeros((RECENT, self.policy.observation.size), np.float32)
         self.n_recent = 0
-        self.prev: tuple[np.ndarray, int, int] | None = None  # (observation, action, seq) of the last policy step
+        self.prev: tuple[np.ndarray, int, int] | None = None  # (observation, action, frames lost) of a policy step
 
     # -- start ------------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -202,7 +203,7 @@ class Daemon:
             self.prev = None
             self.shield.forget()
         elif invalid is None and reason is None:
-            self.prev = (x.copy(), action, obs.seq)
+            self.prev = (x.copy(), action, self._lost_frames())
         else:
             self.prev = None  # a fallback step's outcome is not the policy's: no transition from it
 
@@ -227,13 +228,13 @@ class Daemon:
         prev, c = self.prev, self.counters
         if prev is None or invalid is not None:
             return
-        x_prev, action, seq = prev
-        if (obs.seq - seq) % 65536 != 1:
-            c.gaps += 1
+        x_prev, action, lost_before = prev
+        if self._lost_frames() != lost_before:
+            c.gaps += 1  # a frame went missing since the previous OBS: it may have been an OBS
             return
         reward = float(obs.reward)
         if not math.isfinite(reward):
-            c.fallbacks["nonfinite_reward"] += 1
+            c.bad_rewards += 1
             return
         c.transitions += 1
         c.reward_sum += reward
@@ -251,7 +252,12 @@ class Daemon:
             )
         if inside and not suspect and self.gate.learning:
             self.shadow.learn(x_prev, action, reward, x, obs.terminated, obs.truncated)
-        self.gate.after_step(reward, done, self.shadow.candidate, self._recent(), trusted=not suspect)
+        self.gate.after_step(reward, done, self.shadow.candidate, self._recent, trusted=not suspect)
+
+    def _lost_frames(self) -> int:
+        """Frames the link saw go missing or arrive damaged so far (any of them may have been an OBS)."""
+        n = self.link.transport.counters()
+        return sum(n.get(k, 0) for k in ("seq_gaps", "crc_errors", "malformed", "oversize"))
 
     def _recent(self) -> np.ndarray:
         n = min(self.n_recent, RECENT)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 
 
 class Notifier:
@@ -67,7 +66,6 @@ class Signals:
     def __init__(self) -> None:
         self.stop: int | None = None
         self.reload = False
-        self.since = time.monotonic()
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
