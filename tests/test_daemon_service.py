@@ -423,3 +423,31 @@ def test_the_daemon_process_never_imports_torch_gymnasium_or_export(build: Path,
     (loaded,) = [line for line in result.stdout.splitlines() if line.startswith("LOADED")]
     assert loaded == "LOADED []", loaded
     assert "policy actions" in result.stdout
+
+
+def test_the_daemon_drives_a_device_over_mqtt(bundles, tmp_path: Path, mosquitto) -> None:
+    """The same daemon over a real Mosquitto: `edge-rl device` publishes OBS, the daemon answers on its topics."""
+    url = f"mqtt://127.0.0.1:{mosquitto.port}/radio-7"
+    device = subprocess.Popen(
+        [*DEVICE, "--link", url, "--steps", "400"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    state = tmp_path / "state"
+    run = subprocess.Popen(
+        daemon_cmd(bundles["v5"], url, "--state-dir", str(state), "--adapt", "head"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        out, err = device.communicate(timeout=120)
+        assert device.returncode == 0, err
+    finally:
+        run.terminate()
+        run_out, _ = run.communicate(timeout=20)
+        device.kill()
+    safe = int(next(line.split()[-1] for line in out.splitlines() if line.startswith("safe-action steps")))
+    assert safe <= 5, out  # the first OBS may go out before the handshake
+    assert run.returncode == 0 and "policy actions" in run_out
+    answered = int(next(line.split()[-1] for line in run_out.splitlines() if line.startswith("policy actions")))
+    assert answered >= 390
