@@ -158,6 +158,23 @@ def test_every_action_is_sent_before_the_learner_sees_its_obs(bundle: Path) -> N
     assert len(answered) == 300 and d.summary()["latency_p99_us"] < 1e6
 
 
+def test_a_frozen_daemon_acts_greedily_from_the_bundle(bundle: Path) -> None:
+    """--adapt off: every ACTION is the bundle policy's own greedy choice (no exploration, no learner)."""
+    observations: dict[int, np.ndarray] = {}
+
+    def note(msgs: list) -> list:
+        observations.update({m.seq: m.observation for m in msgs if isinstance(m, Obs)})
+        return msgs
+
+    transport = Wrapped(sim("reactive"), on_receive=note)
+    d = daemon(bundle, transport, config("off", explore=0.5))
+    d.run(500)
+    actions = transport.actions()
+    expected = d.bundle.policy.act(np.stack([observations[a.answers] for a in actions]))
+    assert [a.action for a in actions] == expected.tolist()
+    assert d.shadow is None and d.counters.explored == 0
+
+
 def test_a_missed_deadline_sends_the_safe_action_on_the_same_step(bundle: Path) -> None:
     transport = Wrapped(sim())
     d = daemon(bundle, transport, config("off", control=ControlConfig(deadline_ms=0.01)))  # 10 us: never met

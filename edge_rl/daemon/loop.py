@@ -216,8 +216,10 @@ class Daemon:
         if not np.isfinite(q).all():
             return self.safe, "nonfinite_q"
         adapt = self.config.adapt
-        if self.gate.learning and self.rng.random() < (
-            adapt.explore_recovering if self.gate.recovering else adapt.explore
+        if (
+            self.shadow is not None
+            and self.gate.learning
+            and self.rng.random() < (adapt.explore_recovering if self.gate.recovering else adapt.explore)
         ):
             self.counters.explored += 1
             return self.shield.explore(self.rng), None
