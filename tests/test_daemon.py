@@ -308,6 +308,9 @@ def test_s14_a_failing_disk_never_stops_control_and_alarms_once(bundle: Path, tm
     print(f"{fault}: {attempts} failing calls while 600 steps ran")
 
 
+STALL = 5.0  # seconds the loop is stuck in S19
+
+
 def test_s19_watchdog_pings_come_from_the_loop_and_stop_while_it_stalls(
     bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -335,14 +338,14 @@ def test_s19_watchdog_pings_come_from_the_loop_and_stop_while_it_stalls(
     def stall_once(msgs: list) -> list:
         if stall["at"] is None and any(isinstance(m, Obs) for m in msgs) and d.counters.steps >= 2000:
             stall["at"] = time.monotonic()
-            time.sleep(2.0)  # the loop is stuck (a blocking read, a slow card): no ping may go out
+            time.sleep(STALL)  # the loop is stuck (a blocking read, a slow card): no ping may go out
         return msgs
 
     transport = Wrapped(sim(), on_receive=stall_once)
     d = daemon(bundle, transport, config("off"), notifier=Notifier())
     try:
-        deadline = time.monotonic() + 30
-        while d.counters.steps < 2000 or time.monotonic() < (stall["at"] or math.inf) + 3.0:
+        deadline = time.monotonic() + 40
+        while d.counters.steps < 2000 or time.monotonic() < (stall["at"] or math.inf) + STALL + 1.0:
             d.run(500)
             assert time.monotonic() < deadline
         d.stop()
@@ -357,9 +360,9 @@ def test_s19_watchdog_pings_come_from_the_loop_and_stop_while_it_stalls(
     assert states[0].startswith("READY=1") and states[-1] == "STOPPING=1"
     pings = [t for t, text in received if text == "WATCHDOG=1"]
     t0 = stall["at"]
-    assert not [t for t in pings if t0 + 0.01 < t < t0 + 2.0]  # none while the loop stalled
-    after = [t for t in pings if t > t0 + 2.0]
-    assert after and after[0] < t0 + 2.5  # the first on-time step after the stall pings again
+    assert not [t for t in pings if t0 + 0.01 < t < t0 + STALL]  # none while the loop stalled
+    after = [t for t in pings if t > t0 + STALL]
+    assert after and after[0] < t0 + STALL + 0.5  # the first on-time step after the stall pings again
     assert [t for t in pings if t < t0]  # it pinged before the stall too
     gaps = np.diff(after)
     assert len(gaps) >= 5 and gaps.max() < 0.3  # every half WATCHDOG_USEC while on time
