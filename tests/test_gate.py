@@ -184,3 +184,12 @@ def test_the_gate_state_survives_a_restart_as_json() -> None:
     for key in ("steps", "backoff", "next_gate", "counters", "history", "drift", "probation_until", "confirmed"):
         assert again.gate.state()[key] == state[key], key
     assert again.gate.incumbent_policy().digest() == h.offered.digest()
+
+
+def test_a_config_reload_keeps_the_evidence_gathered() -> None:
+    h = Harness()
+    h.feed(0.5, 45)
+    drift, segments = (h.gate.drift.n, h.gate.drift.mean), list(h.gate.incumbent_segments.closed)
+    h.gate.configure(replace(h.gate.config, drift_lambda=99.0, margin=0.3))
+    assert (h.gate.drift.n, h.gate.drift.mean) == drift and list(h.gate.incumbent_segments.closed) == segments
+    assert h.gate.drift.threshold == 99.0 and h.gate.config.margin == 0.3

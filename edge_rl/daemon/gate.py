@@ -145,8 +145,6 @@ class GateCounters:
 class Gate:
     """The arbiter between the bundle policy, the incumbent and the shadow learner's candidates."""
 
-    PHASES = ("learning", "trial", "cooldown", "fallback")
-
     def __init__(
         self,
         bundle: Policy,
@@ -160,8 +158,11 @@ class Gate:
         self.bundle, self.bundle_actor, self.golden, self.emit = bundle, bundle_actor, golden, emit
         self.reset_learner = reset_learner
         self.bundle_qmax = float(np.abs(bundle_actor.q_values(golden)).max())
-        self.configure(config)
-        self.phase = "learning"
+        self.config = config
+        self.drift = DriftMonitor(config.drift_delta, config.drift_lambda, config.drift_warmup)
+        self.incumbent_segments = Segments(config.trial_steps, config.trial_steps)
+        self.trial_segments = Segments(config.trial_steps, 4 * config.trial_steps)
+        self.phase = "learning"  # learning | trial (a candidate acts) | cooldown (frozen) | fallback (for good)
         self.incumbent: Candidate | None = None  # None everywhere means the bundle policy
         self.last_good: Candidate | None = None  # the newest policy that acted through its probation
         self.probation_until = 0  # step at which a promoted incumbent becomes last-good (if no alarm before)
@@ -178,12 +179,15 @@ class Gate:
         self.recovery_target: float | None = None  # set by a drift alarm: the level to get back to
 
     def configure(self, config: AdaptConfig) -> None:
-        """New settings (a config reload) apply from the next step; the gate's state is kept."""
+        """New settings (a config reload) apply from the next step; the evidence gathered so far is kept."""
         self.config = config
-        self.drift = DriftMonitor(config.drift_delta, config.drift_lambda, config.drift_warmup)
-        keep = max(config.trial_steps, 1)
-        self.incumbent_segments = Segments(keep, keep)
-        self.trial_segments = Segments(keep, 4 * keep)
+        self.drift.delta, self.drift.threshold, self.drift.warmup = (
+            config.drift_delta,
+            config.drift_lambda,
+            config.drift_warmup,
+        )
+        self.incumbent_segments.max_len = self.incumbent_segments.keep = config.trial_steps
+        self.trial_segments.max_len, self.trial_segments.keep = config.trial_steps, 4 * config.trial_steps
 
     # -- what acts ------------------------------------------------------------------------------
     @property
