@@ -290,6 +290,8 @@ def test_s14_a_failing_disk_never_stops_control_and_alarms_once(bundle: Path, tm
     ops.fault = fault
     calls = ops.calls
     d.run(600)
+    assert d.persister.flush(10)  # the write in flight (failing too) has cleaned up after itself
+    d._checkpoint_results()
     failed = [e for e in d.events.recent if e["kind"] == "checkpoint_failed"]
     assert len(failed) == 1 and d.checkpoint_backoff > 1  # one alarm, then a quiet back-off
     assert d.counters.steps == 900 and d.counters.safe_actions == 0  # control went on

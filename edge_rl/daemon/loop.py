@@ -27,18 +27,17 @@ from edge_rl.daemon.gate import Candidate, Gate
 from edge_rl.daemon.guard import InputGuard, RewardEnvelope, Shield
 from edge_rl.daemon.service import Notifier, Signals
 from edge_rl.daemon.shadow import ShadowLearner
-from edge_rl.daemon.snapshot import Persister, unpack
+from edge_rl.daemon.snapshot import Persister
 from edge_rl.daemon.source import BundleCheck, BundleSource, record_installed
+from edge_rl.daemon.state import capture, restore_into
 from edge_rl.errors import BadInput
 from edge_rl.runtime.backends import Backend
-from edge_rl.stream import restore
 from firmware_bridge import Link
 from firmware_bridge.protocol import Action, Error, Obs
 
 RECENT = 256  # recent valid observations the gate checks candidates on
 LATENCIES = 4096  # per-step timings kept for the summary (a ring)
 IDLE_WAIT = 0.02  # seconds `recv` may wait when nothing comes: heartbeats and reloads still run
-STATE_SCHEMA = 1
 
 
 @dataclass
@@ -124,37 +123,12 @@ class Daemon:
             self.events.emit("checkpoint_recovery", detail=line)
         if recovered is not None:
             try:
-                self._load(recovered.payload)
+                restore_into(self, recovered.payload)
                 self.events.emit("resumed", generation=recovered.generation, step=self.counters.steps)
             except BadInput as e:
                 self.events.emit("not_resumed", generation=recovered.generation, reason=str(e))
         self.persister = Persister(self.store)
         self.next_checkpoint = time.monotonic() + self.config.checkpoint.interval_s
-
-    def _load(self, payload: bytes) -> None:
-        meta, states = unpack(payload)
-        if meta.get("schema") != STATE_SCHEMA:
-            raise BadInput(f"state schema {meta.get('schema')!r}, this daemon writes {STATE_SCHEMA}")
-        if meta.get("bundle") != self.policy.digest():
-            raise BadInput("the state belongs to another bundle: starting afresh on this one")
-        if meta.get("mode") != self.mode:
-            raise BadInput(f"the state was learnt with --adapt {meta.get('mode')}, this run uses {self.mode}")
-        loop = meta["loop"]
-        self.counters = LoopCounters(**{**loop, "fallbacks": Counter(loop["fallbacks"])})
-        incumbent = self._candidate(states["incumbent"])
-        last_good = self._candidate(states["last_good"])
-        self.gate.load(meta["gate"], incumbent, last_good)
-        self.rewards.load(meta["rewards"])
-        self.reward_suspect = self.rewards.suspect
-        if self.shadow is not None:
-            self.shadow.load(states["learner"])
-            self.shadow.anchor = incumbent.snapshot if incumbent else self.shadow.fresh
-            self.shadow.updates, self.shadow.skipped, self.shadow.diverged = meta["shadow"]
-
-    def _candidate(self, state: dict[str, Any] | None) -> Candidate | None:
-        if state is None:
-            return None
-        return Candidate(restore(state, self.policy).to_policy(), state)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, steps: int = 0) -> None:
@@ -354,21 +328,7 @@ class Daemon:
         """Hand a copy of the state to the writer thread (never waits for the disk)."""
         if self.persister is None:
             return
-        meta = {
-            "schema": STATE_SCHEMA,
-            "bundle": self.policy.digest(),
-            "bundle_version": self.bundle.version,
-            "mode": self.mode,
-            "loop": self.counters.as_dict(),
-            "gate": self.gate.state(),
-            "rewards": self.rewards.state(),
-            "shadow": [self.shadow.updates, self.shadow.skipped, self.shadow.diverged] if self.shadow else [0, 0, 0],
-        }
-        states = {
-            "learner": self.shadow.state() if self.shadow else {"scalars": {}, "arrays": {}},
-            "incumbent": self.gate.incumbent.snapshot if self.gate.incumbent else None,
-            "last_good": self.gate.last_good.snapshot if self.gate.last_good else None,
-        }
+        meta, states = capture(self)
         self.persister.submit(meta, states)
         interval = self.config.checkpoint.interval_s * self.checkpoint_backoff
         self.next_checkpoint = time.monotonic() + interval
