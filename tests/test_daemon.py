@@ -322,7 +322,7 @@ def test_s19_watchdog_pings_come_from_the_loop_and_stop_while_it_stalls(
     server.bind(address)
     server.settimeout(0.05)
     monkeypatch.setenv("NOTIFY_SOCKET", address)
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 0.2 s
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # systemd's deadline 1 s: a ping every 0.5 s
     received: list[tuple[float, str]] = []
     done = threading.Event()
 
@@ -348,7 +348,7 @@ def test_s19_watchdog_pings_come_from_the_loop_and_stop_while_it_stalls(
     d = daemon(bundle, transport, config("off"), notifier=Notifier())
     try:
         deadline = time.monotonic() + 40
-        while d.counters.steps < 2000 or time.monotonic() < (stall["at"] or math.inf) + STALL + 2.0:
+        while d.counters.steps < 2000 or time.monotonic() < (stall["at"] or math.inf) + STALL + 2.5:
             d.run(500)
             assert time.monotonic() < deadline
         d.stop()
@@ -365,10 +365,10 @@ def test_s19_watchdog_pings_come_from_the_loop_and_stop_while_it_stalls(
     t0 = stall["at"]
     assert not [t for t in pings if t0 + 0.01 < t < t0 + STALL]  # none while the loop stalled
     after = [t for t in pings if t > t0 + STALL]
-    assert after and after[0] < t0 + STALL + 0.5  # the first on-time step after the stall pings again
+    assert after and after[0] < t0 + STALL + 0.1  # the first on-time step after the stall pings again
     assert [t for t in pings if t < t0]  # it pinged before the stall too
     gaps = np.diff(after)
-    assert len(gaps) >= 5 and gaps.max() < 0.3  # every half WATCHDOG_USEC while on time
+    assert len(gaps) >= 3 and gaps.max() < 0.9  # every half WATCHDOG_USEC while on time: never near the deadline
 
 
 def test_s22_config_reload_applies_valid_and_keeps_the_old_on_invalid(bundle: Path, tmp_path: Path) -> None:
