@@ -130,7 +130,8 @@ def test_a_periodic_device_never_keeps_a_setpoint_across_a_lost_link() -> None:
     import threading
     import time
 
-    from edge_rl.envdevice import EnvDevice, serve
+    from edge_rl.deviceloop import serve
+    from edge_rl.envdevice import EnvDevice
 
     host_end, device_end = Pipe(), Pipe()
     host_end.peer, device_end.peer = device_end, host_end

@@ -69,7 +69,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_rl.envdevice import EnvDevice, Shift, serve
+    from edge_rl.deviceloop import serve
+    from edge_rl.envdevice import EnvDevice, Shift
     from edge_rl.table import print_table
     from firmware_bridge import IncompatiblePeer, LinkError, open_link
 

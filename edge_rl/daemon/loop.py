@@ -171,13 +171,14 @@ class Daemon:
             c.safe_actions += reason is not None
         # -- the ACTION is out: everything below may take its time --------------------------------
         self._fallback_events(reason)
-        self._learn(obs, invalid, done)
+        lost = self._lost_frames()  # read once: it marks both ends of a transition
+        self._learn(obs, invalid, done, lost)
         if done:
             c.terminal += 1
             self.prev = None
             self.shield.forget()
         elif invalid is None and reason is None:
-            self.prev = (x.copy(), action, self._lost_frames())
+            self.prev = (x.copy(), action, lost)
         else:
             self.prev = None  # a fallback step's outcome is not the policy's: no transition from it
 
@@ -199,13 +200,16 @@ class Daemon:
             return self.shield.explore(self.rng), None
         return self.shield.choose(q), None
 
-    def _learn(self, obs: Obs, invalid: str | None, done: bool) -> None:
-        """The transition from the previous policy step to this OBS, if both ends are valid and adjacent."""
+    def _learn(self, obs: Obs, invalid: str | None, done: bool, lost: int) -> None:
+        """The transition from the previous policy step to this OBS, if both ends are valid and adjacent.
+
+        `lost` is the link's count of lost or damaged frames now; the previous step recorded its own.
+        """
         prev, c = self.prev, self.counters
         if prev is None or invalid is not None:
             return
         x_prev, action, lost_before = prev
-        if self._lost_frames() != lost_before:
+        if lost != lost_before:
             c.gaps += 1  # a frame went missing since the previous OBS: it may have been an OBS
             return
         reward = float(obs.reward)
