@@ -1,4 +1,4 @@
-"""MQTT transport (paho-mqtt 2.x, MQTT v5): one device's frames on `edgerl/<device>/obs|action|status|cmd`.
+"""MQTT transport (paho-mqtt 2.x, MQTT v5): one device's frames on `edgerl/<device>/link/obs|action|status|cmd`.
 
 `mqtt://[user[:password]@]host[:port]/DEVICE?keepalive=10&qos=1` (`mqtts://` adds TLS, port 8883).
 Device -> host: OBS on `obs`, everything else (HELLO, HEARTBEAT, ERROR) on `status`; host -> device:
@@ -100,7 +100,7 @@ class MqttTransport(Transport):
         s = self.settings = settings
         self.local, self.role = local, role
         self.describe = f"{'mqtts' if s.tls else 'mqtt'}://{s.host}:{s.port}/{s.device} ({role})"
-        base = f"edgerl/{s.device}/"
+        base = f"edgerl/{s.device}/link/"
         device = role == "device"
         self._data_type = Obs if device else Action
         self._data_out, self._ctl_out = (base + "obs", base + "status") if device else (base + "action", base + "cmd")
