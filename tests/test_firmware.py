@@ -565,6 +565,41 @@ def test_s6_version_mismatch_never_actuates(build: Path, tmp_path: Path, mismatc
     assert host_saw, "the host never learned the device's version"
 
 
+def test_simulator_switches_the_jammer_mid_run_and_logs_true_delivery(build: Path, tmp_path: Path) -> None:
+    """--switch-at/--then change the jammer at a slot (mid-episode); --window lines count true deliveries."""
+    master, slave = os.openpty()  # no host: the safe channel 0 every slot, which a reactive jammer always follows
+    tty.setraw(slave)
+    log_path = tmp_path / "sim.log"
+    args = ["--period-ms", "1", "--steps", "400", "--seed", "3", "--switch-at", "150", "--then", "reactive"]
+    try:
+        sim = subprocess.run(
+            [build / "antijam_device", *args, "--window", "100", "--log", log_path, os.ttyname(slave)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert_clean(sim.returncode, sim.stderr)
+    log = read_log(log_path)
+    texts = [text for _, text in log]
+    assert "scheduled switch_at=150 then=reactive" in texts
+    switch = texts.index("switch slot=150 jammer=sweeping then=reactive")
+    assert texts[switch - 1].startswith("slot=149 ") and texts[switch + 1].startswith("slot=150 ")
+    delivered = [float(re.search(r"reward=(\S+)", t)[1]) >= 0.5 for t in texts if t.startswith("slot=")]
+    windows = [dict(kv.split("=", 1) for kv in t.split()[1:]) for t in texts if t.startswith("window ")]
+    assert [w["slots"] for w in windows] == ["0-99", "100-199", "200-299", "300-399"]
+    assert [w["jammer"] for w in windows] == ["sweeping", "reactive", "reactive", "reactive"]
+    assert [int(w["delivered"]) for w in windows] == [sum(delivered[i : i + 100]) for i in range(0, 400, 100)]
+    assert int(exit_counters(log)["delivered"]) == sum(delivered)
+    assert sum(delivered[:150]) / 150 > 0.4  # the sweeper leaves channel 0 clean most slots
+    assert sum(delivered[150:]) / 250 < 0.1  # the reactive jammer sits on it (but for episode starts)
+    for bad in (["--switch-at", "10"], ["--then", "reactive"], ["--switch-at", "10", "--then", "loud"]):
+        refused = subprocess.run([build / "antijam_device", *bad, "-"], capture_output=True, text=True, timeout=10)
+        assert refused.returncode == 2 and "usage:" in refused.stderr, bad
+
+
 # --- the Arduino sketch and the Makefile -----------------------------------------------------------
 
 
@@ -604,4 +639,4 @@ def test_makefile_builds_lib_sim_and_driver(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert {p.name for p in tmp_path.iterdir()} >= {"libedgerl.a", "antijam_device", "driver"}
     usage = subprocess.run([tmp_path / "antijam_device", "--help"], capture_output=True, text=True, timeout=10)
-    assert usage.returncode == 0 and "--valid-timeout-ms" in usage.stdout
+    assert usage.returncode == 0 and "--valid-timeout-ms" in usage.stdout and "--switch-at" in usage.stdout

@@ -5,6 +5,7 @@
  * the session with edgerl: HELLO on start, one OBS per slot, the latest valid ACTION applied, the safe
  * action (channel 0) under the deadman or a version mismatch. Every applied action is logged with
  * its slot and reason; the counters are logged at exit (SIGINT/SIGTERM, --steps, or the link closing).
+ * --switch-at changes the jammer mid-run (a scripted shift); --window logs the true delivery rate.
  *
  *   antijam_device [options] [DEVICE|-]     DEVICE: a tty put in raw mode; - (default): stdin/stdout
  */
@@ -169,12 +170,13 @@ static void env_reset(env_t *env)
 }
 
 /* Transmit on `action` for one slot; the reward is 1 if the packet got through, minus the hop cost. */
-static double env_step(env_t *env, int action)
+static double env_step(env_t *env, int action, bool *delivered)
 {
     bool mask[N_CHANNELS];
     double reward;
     jam_mask(env, active_kind(env), mask);
-    reward = (mask[action] ? 0.0 : 1.0) - (action != env->channel ? HOP_COST : 0.0);
+    *delivered = !mask[action];
+    reward = (*delivered ? 1.0 : 0.0) - (action != env->channel ? HOP_COST : 0.0);
     sense(env, mask);
     env->used_last = action;
     env->channel = action;
@@ -196,8 +198,11 @@ static void env_obs(const env_t *env, float obs[MAX_OBS_SIZE])
 
 typedef struct {
     uint32_t period_ms, valid_timeout_ms, host_timeout_ms, major, schema_hash, history;
-    uint64_t seed, steps; /* steps 0: until a signal */
-    jammer_t jammer;
+    uint64_t seed, steps;  /* steps 0: until a signal */
+    uint64_t switch_at;    /* the slot from which `then` jams; 0: never */
+    uint64_t window;       /* slots per logged window of true delivery; 0: none */
+    jammer_t jammer, then;
+    bool then_given;
     const char *log_path, *device;
 } options_t;
 
@@ -211,6 +216,9 @@ static void usage(FILE *out)
             "  --seed N               environment seed (default 0)\n"
             "  --steps N              slots to run, 0 = until SIGINT/SIGTERM (default 0)\n"
             "  --jammer KIND          constant|random|sweeping|reactive|switching (default sweeping)\n"
+            "  --switch-at N          from slot N on (0-based, counted over episodes) --then jams (default 0 = never)\n"
+            "  --then KIND            the jammer after --switch-at, a kind as --jammer (required with --switch-at)\n"
+            "  --window N             log the true delivery rate of every N slots (default 0 = no window lines)\n"
             "  --history N            scans in the observation, 1-8: (N + 1) x 8 floats (default 4, as AntiJam-v0)\n"
             "  --major N              protocol major to announce (mismatch tests; default %u)\n"
             "  --schema-hash HEX      schema hash to announce (mismatch tests; default %08lx)\n"
@@ -249,6 +257,16 @@ static bool parse_option(options_t *opt, const char *name, const char *value)
     uint64_t n;
     if (strcmp(name, "--jammer") == 0) {
         return parse_jammer(value, &opt->jammer);
+    }
+    if (strcmp(name, "--then") == 0) {
+        opt->then_given = true;
+        return parse_jammer(value, &opt->then);
+    }
+    if (strcmp(name, "--switch-at") == 0) {
+        return parse_number(value, 10, UINT64_MAX, &opt->switch_at);
+    }
+    if (strcmp(name, "--window") == 0) {
+        return parse_number(value, 10, UINT64_MAX, &opt->window);
     }
     if (strcmp(name, "--log") == 0) {
         opt->log_path = value;
@@ -298,6 +316,10 @@ static bool parse_args(int argc, char **argv, options_t *opt)
     opt->seed = 0;
     opt->steps = 0;
     opt->jammer = JAM_SWEEPING;
+    opt->switch_at = 0;
+    opt->window = 0;
+    opt->then = JAM_SWEEPING;
+    opt->then_given = false;
     opt->log_path = NULL;
     opt->device = "-";
     for (i = 1; i < argc; i++) {
@@ -309,6 +331,10 @@ static bool parse_args(int argc, char **argv, options_t *opt)
         } else {
             i++;
         }
+    }
+    if ((opt->switch_at > 0) != opt->then_given) {
+        fprintf(stderr, "antijam_device: --switch-at and --then go together\n");
+        return false;
     }
     return true;
 }
@@ -461,7 +487,9 @@ typedef struct {
     link_t link;
     edgerl_device_t device;
     uint8_t tx[EDGERL_DEVICE_TX_SIZE(EDGERL_OBS_F32_PAYLOAD(MAX_OBS_SIZE))];
-    uint64_t slot, policy_slots, safe_slots, late_slots;
+    uint64_t slot, policy_slots, safe_slots, late_slots, delivered;
+    uint64_t window_slots, window_delivered; /* the current --window */
+    double window_reward;
     uint32_t trips_logged, ignored_logged;
     char mismatch_logged[EDGERL_MISMATCH_TEXT_SIZE]; /* one line per incompatible host version */
 } sim_t;
@@ -535,15 +563,46 @@ static void log_trips(sim_t *s, uint32_t now_ms)
     }
 }
 
+/* The scripted shift: from slot --switch-at on, the --then jammer (mid-episode; the history it sensed stays). */
+static void maybe_switch(sim_t *s)
+{
+    if (s->opt.switch_at == 0 || s->slot != s->opt.switch_at) {
+        return;
+    }
+    log_line("switch slot=%" PRIu64 " jammer=%s then=%s", s->slot, JAMMER_NAMES[s->env.jammer],
+             JAMMER_NAMES[s->opt.then]);
+    s->env.jammer = s->opt.then;
+}
+
+/* One line per --window slots: the true delivery rate and mean reward, whoever chose the actions. */
+static void count_window(sim_t *s, double reward, bool delivered)
+{
+    s->window_slots++;
+    s->window_delivered += delivered;
+    s->window_reward += reward;
+    if (s->opt.window == 0 || s->window_slots < s->opt.window) {
+        return;
+    }
+    log_line("window slots=%" PRIu64 "-%" PRIu64 " jammer=%s delivered=%" PRIu64 " success=%.4f reward=%.4f",
+             s->slot + 1 - s->window_slots, s->slot, JAMMER_NAMES[s->env.jammer], s->window_delivered,
+             (double)s->window_delivered / (double)s->window_slots, s->window_reward / (double)s->window_slots);
+    s->window_slots = 0;
+    s->window_delivered = 0;
+    s->window_reward = 0.0;
+}
+
 static void run_slot(sim_t *s, uint64_t now_us)
 {
     const uint32_t now_ms = (uint32_t)(now_us / 1000u);
     const edgerl_decision_t decision = edgerl_device_decide(&s->device, now_ms);
     const bool policy = decision.reason == EDGERL_REASON_POLICY || decision.reason == EDGERL_REASON_HOST_FALLBACK;
     double reward;
-    bool truncated;
+    bool truncated, delivered;
     log_trips(s, now_ms);
-    reward = env_step(&s->env, decision.action);
+    maybe_switch(s);
+    reward = env_step(&s->env, decision.action, &delivered);
+    s->delivered += delivered;
+    count_window(s, reward, delivered);
     truncated = s->env.episode_step >= EPISODE_STEPS;
     log_line("slot=%" PRIu64 " action=%u reason=%s reward=%.2f", s->slot, decision.action,
              edgerl_reason_name(decision.reason), reward);
@@ -594,6 +653,9 @@ static bool sim_start(sim_t *s)
              " valid_timeout_ms=%" PRIu32 " host_timeout_ms=%" PRIu32,
              cfg.device_id, version, JAMMER_NAMES[s->opt.jammer], s->opt.history, s->opt.seed, s->opt.period_ms,
              s->opt.valid_timeout_ms, s->opt.host_timeout_ms);
+    if (s->opt.switch_at > 0) {
+        log_line("scheduled switch_at=%" PRIu64 " then=%s", s->opt.switch_at, JAMMER_NAMES[s->opt.then]);
+    }
     edgerl_device_send_hello(&s->device, true);
     send_obs(s, 0.0, false);
     return true;
@@ -677,12 +739,13 @@ static void log_counters(const sim_t *s, const char *why)
     const edgerl_counters_t *c = &s->device.parser.counters;
     const edgerl_device_counters_t *d = &s->device.counters;
     log_line("exit reason=%s slots=%" PRIu64 " policy_slots=%" PRIu64 " safe_slots=%" PRIu64 " late_slots=%" PRIu64
+             " delivered=%" PRIu64
              " frames=%" PRIu32 " crc_errors=%" PRIu32 " malformed=%" PRIu32 " oversize=%" PRIu32
              " unknown_type=%" PRIu32 " foreign_version=%" PRIu32 " seq_gaps=%" PRIu32 " duplicates=%" PRIu32
              " reorders=%" PRIu32 " actions_accepted=%" PRIu32 " actions_ignored=%" PRIu32
              " actions_out_of_range=%" PRIu32 " deadman_trips=%" PRIu32 " host_quiet_trips=%" PRIu32
              " incompatible_hellos=%" PRIu32 " tx_frames=%" PRIu32 " tx_failed=%" PRIu32 " tx_dropped=%" PRIu32,
-             why, s->slot, s->policy_slots, s->safe_slots, s->late_slots, c->frames, c->crc_errors, c->malformed,
+             why, s->slot, s->policy_slots, s->safe_slots, s->late_slots, s->delivered, c->frames, c->crc_errors, c->malformed,
              c->oversize, c->unknown_type, c->foreign_version, c->seq_gaps, c->duplicates, c->reorders,
              d->actions_accepted, d->actions_ignored, d->actions_out_of_range, d->deadman_trips, d->host_quiet_trips,
              d->incompatible_hellos, d->tx_frames, d->tx_failed, s->link.dropped);
