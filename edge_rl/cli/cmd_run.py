@@ -64,7 +64,19 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--allow-downgrade", action="store_true", help="accept a bundle older than the installed one")
     p.add_argument("--steps", type=count, default=0, help="answered OBS before exiting (default: 0 = until stopped)")
-    p.add_argument("--device-id", default="edge-rl-host", help="id announced in HELLO (default: edge-rl-host)")
+    p.add_argument(
+        "--device-id",
+        default="edge-rl-host",
+        help="this daemon's id: in HELLO and in the telemetry topics edgerl/<id>/... (default: edge-rl-host)",
+    )
+    p.add_argument(
+        "--telemetry",
+        default=None,
+        metavar="URL",
+        help="publish samples and events to this MQTT broker, mqtt://host:1883 or mqtts://host:8883, and take "
+        "commands from it (docs/telemetry.md; credentials and TLS files in the config's [telemetry]) "
+        "(default: the config's [telemetry] url, else none)",
+    )
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.add_argument("--print-config", action="store_true", help="print every config key with its default and exit")
     p.set_defaults(run=run)
@@ -76,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_file.describe(), end="")
         return 0
-    config = config_file.load(args.config).with_mode(args.adapt)
+    config = config_file.load(args.config).with_mode(args.adapt).with_telemetry(args.telemetry)
     from edge_rl.daemon.service import Signals
 
     signals = Signals()

@@ -97,16 +97,42 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """Samples and events over MQTT (docs/telemetry.md); never in the way of the control loop."""
+
+    url: str = _f("", "broker: mqtt://host:1883 or mqtts://host:8883 (TLS); empty: no telemetry (--telemetry sets it)")
+    device: str = _f("", "device id in the topics edgerl/<device>/...; empty: the --device-id")
+    interval_s: float = _f(1.0, "seconds between samples (events go out as they happen)", 0.05, 3600)
+    keepalive_s: int = _f(10, "MQTT keepalive; a silent broker is given up after about this long", 1, 3600)
+    reconnect_min_s: float = _f(1.0, "first delay before connecting again (doubles per failure, jittered)", 0.05, 3600)
+    reconnect_max_s: float = _f(30.0, "largest delay before connecting again", 0.05, 86_400)
+    outbox_bytes: int = _f(
+        4 << 20, "bound of the on-disk outbox: past it the oldest samples go (events never)", 64 << 10, 1 << 32
+    )
+    username: str = _f("", "MQTT user name; empty: the device id (brokers' ACLs key on it: edgerl/%u/#)")
+    password_env: str = _f("", "environment variable that holds the MQTT password (never written in this file)")
+    ca: str = _f("", "CA certificate file that signed the broker's (mqtts://; empty: the system's CAs)")
+    certfile: str = _f("", "client certificate for mutual TLS (empty: none)")
+    keyfile: str = _f("", "the client certificate's key")
+    success_reward: float = _f(0.5, "a transition whose reward is at least this counts as a success", -1e30, 1e30)
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def with_mode(self, mode: str | None) -> DaemonConfig:
         """This config with the adaptation mode the command line gives (None: as configured)."""
         return (
             self if mode is None else replace(self, adapt=_section(AdaptConfig, {**_values(self.adapt), "mode": mode}))
         )
+
+    def with_telemetry(self, url: str | None) -> DaemonConfig:
+        """This config with the telemetry broker the command line gives (None: as configured)."""
+        return self if url is None else replace(self, telemetry=replace(self.telemetry, url=url))
 
 
 def _values(section: Any) -> dict[str, Any]:
@@ -138,6 +164,8 @@ def _check(cls: type, name: str, value: Any, meta: dict[str, Any], default: Any)
 
 def _section(cls: type, given: dict[str, Any]) -> Any:
     known = {f.name: f for f in fields(cls)}
+    if cls is TelemetryConfig and "tls_insecure" in given:
+        raise BadInput("config [telemetry] tls_insecure: refused; a broker is trusted through its certificate (ca)")
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise BadInput(f"config [{cls.__name__.removesuffix('Config').lower()}]: unknown key {unknown[0]!r}")
@@ -152,7 +180,12 @@ def _section(cls: type, given: dict[str, Any]) -> Any:
     return section
 
 
-SECTIONS = {"control": ControlConfig, "adapt": AdaptConfig, "checkpoint": CheckpointConfig}
+SECTIONS = {
+    "control": ControlConfig,
+    "adapt": AdaptConfig,
+    "checkpoint": CheckpointConfig,
+    "telemetry": TelemetryConfig,
+}
 
 
 def parse(data: bytes, where: str = "config") -> DaemonConfig:

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +33,7 @@ class EventLog:
         self.dropped = 0
         self.failed = 0  # lines the disk refused (logged once to `echo`)
         self.recent: deque[dict[str, Any]] = deque(maxlen=100)  # the last events, for summaries and tests
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # e.g. telemetry; each must not block
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_QUEUED)
         self._thread = threading.Thread(target=self._write_all, name="edge-rl-events", daemon=True)
         self._thread.start()
@@ -45,6 +47,8 @@ class EventLog:
             self._queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
+        for listener in self.listeners:
+            listener(record)
 
     def close(self) -> None:
         """Write what is queued, then stop the writer (bounded: a stalled disk cannot hold up exit for long)."""

@@ -298,6 +298,34 @@ class Gate:
             learning_frozen_until_step=self.cooldown_until,
         )
 
+    def operator_rollback(self, to_bundle: bool) -> str | None:
+        """An operator's rollback: act from last-good (or the bundle's own policy) now, learning from there.
+
+        Returns None, or why nothing changed. Not counted against `max_rollbacks_per_hour`: that
+        cap is about the daemon's own judgement, not an operator's.
+        """
+        if self.phase == "fallback":
+            return "on the bundle's policy for good (too many rollbacks); restart the daemon to adapt again"
+        if self.phase == "trial":
+            self._end_trial(False, "cancelled", self.incumbent_segments.mean(), float("nan"), 0)
+        target = None if to_bundle else self.last_good
+        if self.incumbent is target:
+            return f"already acting from {'the bundle policy' if target is None else 'last-good'}"
+        self.counters.rollbacks += 1
+        self.incumbent = target
+        if to_bundle:
+            self.last_good = None
+        digest = self.incumbent_policy().digest()[:16]
+        self.history.append({"event": "rollback", "step": self.steps, "digest": digest, "by": "operator"})
+        self.reset_learner(self.incumbent)
+        self.incumbent_segments.clear()
+        self.drift.restart()
+        self.backoff = 1
+        self.phase, self.cooldown_until = "cooldown", self.steps + self.config.cooldown_steps
+        self._set_actor(self.incumbent)
+        self.emit("rollback", by="operator", incumbent=digest, learning_frozen_until_step=self.cooldown_until)
+        return None
+
     # -- persistence ----------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """JSON-able state; the policies go with the learner snapshots (the caller stores those)."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from edge_rl.daemon.config import DaemonConfig
 from edge_rl.daemon.events import EventLog
 from edge_rl.daemon.gate import Candidate, Gate
 from edge_rl.daemon.guard import InputGuard, RewardEnvelope, Shield
+from edge_rl.daemon.interval import Interval, ring_since
 from edge_rl.daemon.service import Notifier, Signals
 from edge_rl.daemon.shadow import ShadowLearner
 from edge_rl.daemon.snapshot import Persister
@@ -34,6 +35,10 @@ from edge_rl.errors import BadInput
 from edge_rl.runtime.backends import Backend
 from firmware_bridge import Link
 from firmware_bridge.protocol import Action, Error, Obs
+
+if TYPE_CHECKING:
+    from edge_rl.telemetry.publish import Publisher
+    from edge_rl.telemetry.schema import Command
 
 RECENT = 256  # recent valid observations the gate checks candidates on
 LATENCIES = 4096  # per-step timings kept for the summary (a ring)
@@ -60,6 +65,16 @@ class LoopCounters:
         return {**d, "fallbacks": dict(self.fallbacks)}
 
 
+def bundle_status(bundle: Bundle, mode: str) -> dict[str, Any]:
+    """What the retained telemetry status says about the acting bundle, besides online/offline."""
+    return {
+        "bundle_version": bundle.version,
+        "model_id": bundle.policy.digest()[:16],
+        "precision": bundle.manifest.get("precision"),
+        "adapt": mode,
+    }
+
+
 class Daemon:
     """One bundle, one link, one state directory: `run()` until stopped, then a final checkpoint."""
 
@@ -75,9 +90,10 @@ class Daemon:
         notifier: Notifier | None = None,
         signals: Signals | None = None,
         source: BundleSource | None = None,
+        telemetry: Publisher | None = None,
     ) -> None:
         """`source` says where the bundle came from and how it was checked: a reload checks it again."""
-        self.link, self.events = link, events
+        self.link, self.events, self.telemetry = link, events, telemetry
         self.config, self.config_path = config, config_path
         self.notifier = notifier or Notifier()
         self.signals = signals or Signals()
@@ -85,6 +101,11 @@ class Daemon:
         self.mode = config.adapt.mode
         self.counters = LoopCounters()
         self.latency = np.zeros(LATENCIES)  # seconds from OBS received to ACTION written
+        self.arrivals = np.zeros(LATENCIES)  # monotonic time each OBS arrived (terminal ones too)
+        self.n_obs = 0
+        self.paused = False  # adaptation paused by an operator's command
+        self.interval = Interval(config.telemetry.success_reward)
+        self.sampled = (time.monotonic(), 0, 0)  # (when, steps, OBS) at the previous telemetry sample
         self.in_fallback: str | None = None
         self.link_state = ""
         self.ready_sent = False
@@ -152,6 +173,8 @@ class Daemon:
     def _step(self, obs: Obs, received: float) -> None:
         """Answer one OBS with an ACTION, then learn from the transition it completes."""
         c, x = self.counters, obs.observation
+        self.arrivals[self.n_obs % LATENCIES] = received
+        self.n_obs += 1
         invalid = self.guard.check(x, obs.t_us, received)
         done = obs.terminated or obs.truncated
         action, reason = self.safe, None  # a terminal OBS is not answered: the device starts the next episode
@@ -175,6 +198,7 @@ class Daemon:
         self._learn(obs, invalid, done, lost)
         if done:
             c.terminal += 1
+            self.interval.episode_end()
             self.prev = None
             self.shield.forget()
         elif invalid is None and reason is None:
@@ -190,15 +214,18 @@ class Daemon:
             return self.safe, "inference"
         if not np.isfinite(q).all():
             return self.safe, "nonfinite_q"
-        adapt = self.config.adapt
-        if (
-            self.shadow is not None
-            and self.gate.learning
-            and self.rng.random() < (adapt.explore_recovering if self.gate.recovering else adapt.explore)
-        ):
+        if self.shadow is not None and not self.paused and self.gate.learning and self.rng.random() < self.epsilon:
             self.counters.explored += 1
             return self.shield.explore(self.rng), None
         return self.shield.choose(q), None
+
+    @property
+    def epsilon(self) -> float:
+        """The chance of a random allowed action per step now (0 when not adapting)."""
+        if self.shadow is None or self.paused or not self.gate.learning:
+            return 0.0
+        adapt = self.config.adapt
+        return adapt.explore_recovering if self.gate.recovering else adapt.explore
 
     def _learn(self, obs: Obs, invalid: str | None, done: bool, lost: int) -> None:
         """The transition from the previous policy step to this OBS, if both ends are valid and adjacent.
@@ -218,6 +245,7 @@ class Daemon:
             return
         c.transitions += 1
         c.reward_sum += reward
+        self.interval.transition(reward)
         x = obs.observation.reshape(-1)
         self.recent[self.n_recent % RECENT] = x
         self.n_recent += 1
@@ -230,9 +258,12 @@ class Daemon:
             self.events.emit(
                 "reward_suspect" if suspect else "reward_trusted", low=self.rewards.low, high=self.rewards.high
             )
-        if inside and not suspect and self.gate.learning:
-            self.shadow.learn(x_prev, action, reward, x, obs.terminated, obs.truncated)
-        self.gate.after_step(reward, done, self.shadow.candidate, self._recent, trusted=not suspect)
+        if inside and not suspect and not self.paused and self.gate.learning:
+            started = time.perf_counter()
+            td_error = self.shadow.learn(x_prev, action, reward, x, obs.terminated, obs.truncated)
+            self.interval.learned(time.perf_counter() - started, td_error)
+        trusted = not suspect and not self.paused  # paused: no trial starts, a running one is cancelled
+        self.gate.after_step(reward, done, self.shadow.candidate, self._recent, trusted=trusted)
 
     def _lost_frames(self) -> int:
         """Frames the link saw go missing or arrive damaged so far (any of them may have been an OBS)."""
@@ -260,6 +291,8 @@ class Daemon:
     # -- between steps ----------------------------------------------------------------------------
     def _housekeeping(self) -> None:
         self._link_events()
+        if self.telemetry is not None:
+            self._telemetry()
         if self.signals.reload:
             self.signals.reload = False
             self.reload()
@@ -323,10 +356,84 @@ class Daemon:
         self._install(bundle, actor)
         old_actor.close()
         self.shield.forget()
+        if self.telemetry is not None:
+            self.telemetry.status(**bundle_status(bundle, self.mode))
         if self.store is not None:
             record_installed(self.store.directory, bundle)
         self.events.emit("bundle_updated", version=bundle.version, previous=old_version, signer=bundle.signer)
         self.checkpoint()
+
+    # -- telemetry and the operator's commands ----------------------------------------------------
+    def _telemetry(self) -> None:
+        assert self.telemetry is not None
+        while self.telemetry.notices:
+            kind, fields = self.telemetry.notices.popleft()
+            self.events.emit(kind, **fields)
+        while self.telemetry.commands:
+            self._command(self.telemetry.commands.popleft())
+        now = time.monotonic()
+        if now - self.sampled[0] >= self.config.telemetry.interval_s:
+            self.telemetry.sample(self.sample(now))
+
+    def sample(self, now: float) -> dict[str, Any]:
+        """The telemetry sample for the interval since the previous one (docs/telemetry.md lists every field)."""
+        c, gate = self.counters, self.gate.counters
+        then, steps_then, obs_then = self.sampled
+        self.sampled = (now, c.steps, self.n_obs)
+        elapsed = now - then
+        arrivals = ring_since(self.arrivals, max(obs_then - 1, 0), self.n_obs)  # one before: the first period
+        latencies = ring_since(self.latency, steps_then, c.steps)
+        return {
+            "interval_s": round(elapsed, 4),
+            "steps": c.steps,
+            "rate_hz": round((c.steps - steps_then) / elapsed, 2) if elapsed > 0 else None,
+            "episodes": c.terminal,
+            **self.interval.take(arrivals, latencies),
+            "updates": self.shadow.updates if self.shadow else 0,
+            "epsilon": self.epsilon,
+            "adapt": self.mode,
+            "paused": self.paused,
+            "gate_phase": self.gate.phase,
+            "promotions": gate.promotions,
+            "rollbacks": gate.rollbacks,
+            "drift_alarms": gate.drift_alarms,
+            "trials": gate.trials,
+            "safe_actions": c.safe_actions,
+            "fallbacks": dict(c.fallbacks),
+            "deadline_misses": c.fallbacks.get("deadline", 0),
+            "link": {"state": self.link.state.value, **self.link.counters()},
+            "bundle_version": self.bundle.version,
+        }
+
+    def _command(self, command: Command | str) -> None:
+        """Apply one operator command and answer it with a `command` event (ok, and what happened or why not)."""
+        if isinstance(command, str):
+            self.events.emit("command", ok=False, reason=command)
+            return
+        refused = self._apply(command)
+        answer = {"cmd": command.name, "id": command.id, "ok": refused is None}
+        if command.value is not None:
+            answer["value"] = command.value
+        self.events.emit("command", **answer, **({"reason": refused} if refused else {}))
+
+    def _apply(self, command: Command) -> str | None:
+        """None when applied, else why not."""
+        name = command.name
+        if name == "reload":
+            self.reload()
+            return None
+        if self.shadow is None:
+            return f"{name}: this daemon does not adapt (--adapt off)"
+        if name in ("pause", "resume"):
+            if self.paused == (name == "pause"):
+                return f"adaptation is already {'paused' if self.paused else 'running'}"
+            self.paused = name == "pause"
+            return None
+        if name == "set_epsilon":
+            assert command.value is not None
+            self.config = replace(self.config, adapt=replace(self.config.adapt, explore=command.value))
+            return None
+        return self.gate.operator_rollback(to_bundle=command.to == "bundle")
 
     def checkpoint(self) -> None:
         """Hand a copy of the state to the writer thread (never waits for the disk)."""
@@ -367,6 +474,8 @@ class Daemon:
             self.persister.close()
         if self.gate.actor is not self.gate.bundle_actor:
             self.gate.actor.close()
+        if self.telemetry is not None:
+            self.telemetry.sample(self.sample(time.monotonic()))  # the last interval too
         self.events.emit("stopped", steps=self.counters.steps, signal=self.signals.stop)
 
     def summary(self) -> dict[str, Any]:

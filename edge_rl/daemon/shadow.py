@@ -39,19 +39,23 @@ class ShadowLearner:
 
     def learn(
         self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool, truncated: bool
-    ) -> None:
-        """One off-policy update from a transition the acting policy made (after its action was sent)."""
+    ) -> float | None:
+        """One off-policy update from a transition the acting policy made (after its action was sent).
+
+        Returns the update's TD error, or None when no update happened (refused or undone).
+        """
         try:
             self.learner.behave(obs, action)
             delta = self.learner.observe(reward, next_obs, terminated, truncated)
         except BadInput:
             self.skipped += 1  # nothing changed: the next `behave` starts the next step afresh
-            return
+            return None
         if not math.isfinite(delta) or not math.isfinite(float(self.learner.net.theta.sum())):
             self.diverged += 1
             self.load(self.anchor)
-            return
+            return None
         self.updates += 1
+        return float(delta)
 
     def candidate(self) -> Candidate:
         state = _copy(self.learner.state_dict())

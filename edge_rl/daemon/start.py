@@ -10,18 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_rl.daemon.config import DaemonConfig
 from edge_rl.daemon.events import EventLog
-from edge_rl.daemon.loop import Daemon
+from edge_rl.daemon.loop import Daemon, bundle_status
 from edge_rl.daemon.service import Notifier, Signals
 from edge_rl.daemon.source import BundleSource, installed_version, record_installed
 from edge_rl.errors import BadInput, ExitCode
 from edge_rl.signing import read_public_key
+from edge_rl.telemetry import settings
 from firmware_bridge import IncompatiblePeer, LinkError, open_link
 from firmware_bridge.protocol import Hello
 
+if TYPE_CHECKING:
+    from edge_rl.bundle import Bundle
+    from edge_rl.telemetry.publish import Publisher
+
 EVENTS = "events.jsonl"
+OUTBOX = "telemetry.sqlite"
 
 
 class PeerMismatch(BadInput):
@@ -49,10 +56,12 @@ def run_daemon(options: Options, config: DaemonConfig, signals: Signals) -> Daem
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise BadInput(f"{state_dir}: cannot create the state directory ({e.strerror or e})") from None
+    telemetry_settings = settings.from_config(config.telemetry, options.device_id)  # bad settings: exit 2 now
     installed = installed_version(state_dir)
     key = read_public_key(options.public_key) if options.public_key is not None else None
     source = BundleSource(options.bundle, key, options.backend, options.allow_downgrade)
     events = EventLog(state_dir / EVENTS if state_dir is not None else None)
+    telemetry = None
     try:
         actor, bundle, report = source.load(installed)
         backend = report["fastest"] if options.backend == "auto" else options.backend
@@ -74,6 +83,8 @@ def run_daemon(options: Options, config: DaemonConfig, signals: Signals) -> Daem
             spec.action.safe,
             heartbeat_ms=config.control.heartbeat_ms,
         )
+        if telemetry_settings is not None:
+            telemetry = _start_telemetry(telemetry_settings, events, bundle, config, state_dir)
         with actor:
             try:
                 link = open_link(options.link, hello, role="host")
@@ -81,7 +92,17 @@ def run_daemon(options: Options, config: DaemonConfig, signals: Signals) -> Daem
                 raise BadInput(str(e)) from None
             with link:
                 daemon = Daemon(
-                    bundle, actor, link, config, events, state_dir, options.config_path, Notifier(), signals, source
+                    bundle,
+                    actor,
+                    link,
+                    config,
+                    events,
+                    state_dir,
+                    options.config_path,
+                    Notifier(),
+                    signals,
+                    source,
+                    telemetry,
                 )
                 daemon.resume()
                 try:
@@ -92,4 +113,20 @@ def run_daemon(options: Options, config: DaemonConfig, signals: Signals) -> Daem
                     daemon.stop()
         return daemon
     finally:
+        if telemetry is not None:
+            telemetry.close()  # after the last event ("stopped"): it is published if the broker is there
         events.close()
+
+
+def _start_telemetry(
+    s: settings.Settings, events: EventLog, bundle: Bundle, config: DaemonConfig, state_dir: Path | None
+) -> Publisher:
+    """The publisher, with the events emitted so far (verification) and every later one."""
+    from edge_rl.telemetry.publish import Publisher  # paho only when telemetry is on
+
+    status = bundle_status(bundle, config.adapt.mode)
+    telemetry = Publisher(s, events.boot_id, status, state_dir / OUTBOX if state_dir is not None else None)
+    for record in list(events.recent):
+        telemetry.event(record)
+    events.listeners.append(telemetry.event)
+    return telemetry

@@ -73,7 +73,7 @@ SAMPLE_FIELDS: dict[str, str] = {
     "act_p50_us": "OBS received to ACTION written (validation, inference, shield, send): median over the interval",
     "act_p99_us": "the same, 99th percentile",
     "learn_us": "mean time of one shadow-learner update over the interval, microseconds (null if none)",
-    "td_error": "mean |TD error| of the shadow learner's updates over the interval (null if none)",
+    "td_error": "mean |TD error| of the shadow learner's updates in the interval, scaled reward units (null: none)",
     "updates": "shadow-learner updates since start",
     "epsilon": "chance of a random allowed action per step in force now (0 when not adapting or paused)",
     "adapt": "adaptation mode: off, head or full",
@@ -101,7 +101,8 @@ EVENT_FIELDS: dict[str, str] = {
 STATUS_FIELDS: dict[str, str] = {
     "state": "`online` (published on every connect) or `offline` (the will, and on a clean stop)",
     "bundle_version": "version of the bundle acting",
-    "model_id": "the bundle's model id",
+    "model_id": "the bundle policy's digest (16 hex digits): which weights were deployed",
+    "precision": "the bundle's precision (fp32, int8, 1bit)",
     "adapt": "adaptation mode: off, head or full",
 }
 
