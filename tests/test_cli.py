@@ -288,6 +288,7 @@ BAD = {  # command -> (arguments after it, with {policy} / {tmp} placeholders; a
         (["{policy}", "--link", "loop://", "--public-key", "{tmp}/garbage.npy"], "garbage.npy"),
         (["{policy}"], "--link"),
     ],
+    "broker": [(["--port", "-1"], "--port"), (["--port", "65536"], "--port")],
 }
 
 

@@ -17,7 +17,20 @@ import edge_rl
 from edge_rl import __version__
 from edge_rl.errors import BadInput, ExitCode
 
-COMMANDS = ("train", "eval", "distill", "quantize", "card", "export", "verify", "keygen", "adapt", "run", "device")
+COMMANDS = (
+    "train",
+    "eval",
+    "distill",
+    "quantize",
+    "card",
+    "export",
+    "verify",
+    "keygen",
+    "adapt",
+    "run",
+    "device",
+    "broker",
+)
 EXTRAS = {  # a missing third-party module -> the extra that installs it (a device install has no torch)
     "torch": "train",
     "tqdm": "train",
@@ -30,6 +43,7 @@ EXTRAS = {  # a missing third-party module -> the extra that installs it (a devi
     "cryptography": "device",
     "serial": "bridge",
     "paho": "bridge",
+    "amqtt": "demo",
 }
 
 
