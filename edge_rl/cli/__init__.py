@@ -30,6 +30,7 @@ COMMANDS = (
     "run",
     "device",
     "broker",
+    "monitor",
 )
 EXTRAS = {  # a missing third-party module -> the extra that installs it (a device install has no torch)
     "torch": "train",
@@ -43,6 +44,8 @@ EXTRAS = {  # a missing third-party module -> the extra that installs it (a devi
     "cryptography": "device",
     "serial": "bridge",
     "paho": "bridge",
+    "rich": "monitor",
+    "prometheus_client": "monitor",
     "amqtt": "demo",
 }
 

@@ -1,0 +1,119 @@
+"""The fleet as a rich table: one row per device, sparklines of learning, latency, counts and alarms.
+
+Every string that came over the network goes into a `Text` (never into markup), so a device
+cannot restyle or garble the operator's terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+from edge_rl.monitor.fleet import Device, Fleet
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+PRESENCE_STYLE = {"online": "green", "offline": "red", "silent": "yellow", "unknown": "dim"}
+
+
+def sparkline(values: Sequence[float | None], low: float | None = None, high: float | None = None) -> str:
+    """One block character per value scaled between low and high (default: the values' range); None is a space."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return " " * len(values)
+    low = min(known) if low is None else low
+    high = max(known) if high is None else high
+    span = high - low
+    out = []
+    for v in values:
+        if v is None:
+            out.append(" ")
+        elif span <= 0:
+            out.append(BLOCKS[3])  # ▄: half height, a flat line
+        else:
+            share = min(max((v - low) / span, 0.0), 1.0)
+            out.append(BLOCKS[round(share * (len(BLOCKS) - 1))])
+    return "".join(out)
+
+
+def _us(value: float | None) -> str:
+    """Microseconds as the unit that reads best: 850us, 12.3ms, 1.20s."""
+    if value is None:
+        return "-"
+    if value < 1000:
+        return f"{value:.0f}us"
+    return f"{value / 1000:.1f}ms" if value < 1_000_000 else f"{value / 1_000_000:.2f}s"
+
+
+def _value(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
+
+
+def fleet_table(fleet: Fleet, now: float, title: str = "edge-rl fleet") -> Table:
+    """The table `edge-rl monitor` shows: live (refreshed) and at exit."""
+    table = Table(title=Text(title), caption=_caption(fleet), expand=False, header_style="bold")
+    for column, justify in (
+        ("device", "left"),
+        ("status", "left"),
+        ("bundle", "right"),
+        ("adapt", "left"),
+        ("boot", "left"),
+        ("steps", "right"),
+        ("success", "left"),
+        ("return", "left"),
+        ("period p50/p99", "right"),
+        ("act p99", "right"),
+        ("promo/rollb", "right"),
+        ("safe", "right"),
+        ("msgs dup/gap/bad", "right"),
+        ("seen", "right"),
+        ("alarms", "left"),
+    ):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for device in sorted(fleet.devices.values(), key=lambda d: d.name):
+        table.add_row(*_row(fleet, device, now))
+    return table
+
+
+def _row(fleet: Fleet, d: Device, now: float) -> list[Text]:
+    presence = fleet.presence(d, now)
+    latest = d.latest
+    success = sparkline([p.success_rate for p in d.spark], 0.0, 1.0)
+    returns = sparkline([p.return_mean for p in d.spark])
+    steps = latest.get("steps")
+    alarms = fleet.alarms(d, now)
+    return [
+        Text(d.name, style="bold"),
+        Text(presence, style=PRESENCE_STYLE[presence]),
+        Text(d.bundle_version or "-"),
+        Text(d.adapt or "-"),
+        Text(d.boot[:8] if d.boot else "-", style="dim"),
+        Text("-" if steps is None else f"{steps:,.0f}"),
+        Text(f"{success} {_value(latest.get('success_rate'))}"),
+        Text(f"{returns} {_value(latest.get('return_mean'), 1)}"),
+        Text(f"{_us(latest.get('period_p50_us'))}/{_us(latest.get('period_p99_us'))}"),
+        Text(_us(latest.get("act_p99_us"))),
+        Text(f"{fleet.count(d, 'promotions', 'candidate_promoted')}/{fleet.count(d, 'rollbacks', 'rollback')}"),
+        Text(_value(latest.get("safe_actions"), 0)),
+        Text(f"{d.messages} {d.duplicates}/{d.gaps}/{d.bad}", style="red" if d.gaps or d.bad else ""),
+        Text(_age(None if d.last_seen is None else now - d.last_seen)),
+        Text(", ".join(alarms) if alarms else "ok", style="bold red" if alarms else "green"),
+    ]
+
+
+def _caption(fleet: Fleet) -> str:
+    parts = [f"{len(fleet.devices)} devices", f"{fleet.messages} messages"]
+    if fleet.unknown_bad:
+        parts.append(f"{fleet.unknown_bad} bad from unknown devices")
+    if fleet.ignored:
+        parts.append(f"{fleet.ignored} on other topics ignored")
+    return ", ".join(parts)
