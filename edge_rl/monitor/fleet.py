@@ -74,7 +74,7 @@ class SeqWindow:
     def __init__(self) -> None:
         self.lowest = self.highest = 0  # 0: nothing yet (seqs start at 1)
         self.missing: set[int] = set()
-        self.unlisted = 0  # missing seqs beyond MAX_MISSING: counted, never filled
+        self.unlisted = 0  # missing seqs beyond MAX_MISSING: counted, never filled (a late one counts as a duplicate)
 
     @property
     def gaps(self) -> int:
