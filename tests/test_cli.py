@@ -284,9 +284,18 @@ BAD = {  # command -> (arguments after it, with {policy} / {tmp} placeholders; a
         (["{policy}", "--link", "loop://", "--adapt", "sometimes"], "--adapt"),
         (["{policy}", "--link", "loop://", "--backend", "cuda"], "--backend"),
         (["{policy}", "--link", "loop://", "--steps", "-1"], "--steps"),
+        (["{policy}", "--link", "loop://", "--telemetry", "ftp://x"], "mqtt://host:port"),
+        (["{policy}", "--link", "loop://", "--telemetry", "mqtt://x/radio-1"], "only host and port"),
+        (["{policy}", "--link", "loop://", "--telemetry", "mqtt://x", "--device-id", "a/#"], "device id"),
         (["{policy}", "--link", "loop://", "--state-dir", "{tmp}/garbage.npy"], "state directory"),
         (["{policy}", "--link", "loop://", "--public-key", "{tmp}/garbage.npy"], "garbage.npy"),
         (["{policy}"], "--link"),
+    ],
+    "monitor": [
+        (["mqtt://x/dev"], "--device"),
+        (["mqtt://u:secret@x"], "--password-env"),
+        (["mqtt://x", "--duration", "0"], "--duration"),
+        (["--replay", "{tmp}/missing.jsonl"], "missing.jsonl"),
     ],
     "broker": [(["--port", "-1"], "--port"), (["--port", "65536"], "--port")],
 }

@@ -26,6 +26,7 @@ class Outbox:
         """`path` None keeps the outbox in memory (it then bridges broker outages, not daemon restarts)."""
         self.path, self.max_bytes = path, max_bytes
         self.dropped_samples = 0
+        self.in_flight_upto = 0  # rows up to this id are with the broker's client: never dropped (they may arrive)
         self.notes: list[str] = []  # what happened at open (a file set aside), for the event log
         self.db = self._open()
         totals = "SELECT count(*), coalesce(sum(length(body)), 0) FROM outbox"
@@ -101,7 +102,8 @@ class Outbox:
     def _drop_oldest_samples(self) -> None:
         excess = self.bytes - self.max_bytes
         victims, freed = [], 0
-        for row_id, size in self.db.execute("SELECT id, length(body) FROM outbox WHERE event = 0 ORDER BY id"):
+        query = "SELECT id, length(body) FROM outbox WHERE event = 0 AND id > ? ORDER BY id"
+        for row_id, size in self.db.execute(query, (self.in_flight_upto,)):
             if freed >= excess:
                 break
             victims.append(row_id)

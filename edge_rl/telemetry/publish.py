@@ -302,8 +302,8 @@ class Publisher:
         self.acked.append(mid)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic != self.topics.cmd:
-            return  # not ours: a broker passing on another subscription's retained message
+        if message.topic != self.topics.cmd or not message.payload:
+            return  # not ours (a broker passing on another subscription's retained message), or a retained one cleared
         if message.retain:
             self.commands.append("a retained command is never run (it would run again on every connect)")
             return
@@ -328,7 +328,7 @@ class Publisher:
             if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
                 break
             self.inflight[info.mid] = (row, now)
-            self.cursor = row
+            self.cursor = self.outbox.in_flight_upto = row
             self.counters["published"] += 1
 
     def _publish_status(self, state: str) -> mqtt.MQTTMessageInfo:

@@ -1,0 +1,347 @@
+"""Telemetry under faults, every part real: `edge-rl run` and `edge-rl device` processes on a socat pty pair,
+a real Mosquitto (killed, restarted, black-holed through a proxy, absent), a persistent-session subscriber.
+
+S7 broker SIGKILLed and restarted during a run; S8 a half-open (black-holed) connection; S9 the
+monitor away for a while; S10 presence (will, retained status, a new boot id after SIGKILL);
+the broker absent from the start; commands from the operator. Each test says what it injects
+and what must hold; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.chaos_proxy import BLACKHOLE, PASS, ChaosProxy
+from tests.daemon_rig import antijam_policy, write_bundle
+from tests.ptys import SocatPair
+from tests.telemetry_rig import DEVICE, Watcher, boot_of, run_cmd, start, write_config
+
+PERIOD_MS = 10  # the device's control period: 100 steps/s
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_bundle(antijam_policy(0), tmp_path_factory.mktemp("telemetry") / "bundle", 3)
+
+
+@pytest.fixture
+def pty(tmp_path: Path):
+    pair = SocatPair(tmp_path)
+    yield pair
+    pair.close()
+
+
+def device(pty: SocatPair, steps: int = 0):
+    return start([*DEVICE, "--link", f"serial://{pty.b}", "--period-ms", str(PERIOD_MS), "--steps", str(steps)])
+
+
+def stop(proc) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=30)
+
+
+def summary(out: str) -> dict:
+    return json.loads(out[out.index("{") :])
+
+
+def samples(watcher: Watcher, boot: str) -> list[dict]:
+    return sorted(watcher.docs("sample", boot), key=lambda d: d["seq"])
+
+
+def outbox_rows(state: Path) -> int:
+    with sqlite3.connect(state / "telemetry.sqlite") as db:
+        return db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+
+def test_s7_broker_killed_and_restarted_loses_no_telemetry_and_never_touches_the_loop(
+    bundle: Path, pty: SocatPair, mosquitto, tmp_path: Path
+) -> None:
+    """Five SIGKILLs of Mosquitto, 1-2 s down each, while the daemon runs at 100 steps/s with 10 samples/s.
+
+    After the drain every seq of the boot reached the subscriber (duplicates allowed), the same
+    daemon process ran throughout, no step missed its deadline or fell back, and the outbox is empty.
+    """
+    watcher = Watcher(mosquitto.port).start()
+    config = write_config(tmp_path / "d.toml", mosquitto.url, interval_s=0.1, keepalive_s=2, reconnect_max_s=1.0)
+    state = tmp_path / "state"
+    dev = device(pty)
+    run = start(run_cmd(bundle, f"serial://{pty.a}", state, config, "--adapt", "head", "--json"))
+    try:
+        boot = boot_of(watcher)
+        pid = run.pid
+        watcher.wait(lambda: len(samples(watcher, boot)) >= 10, 20, "ten samples")
+        for down in (1.0, 2.0, 1.5, 1.0, 2.0):
+            mosquitto.kill()
+            time.sleep(down)
+            mosquitto.start()
+            time.sleep(1.5)
+            assert run.poll() is None and run.pid == pid
+        out, err = stop(run)
+        assert run.returncode == 0, err[-2000:]
+        watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event after the drain")
+        time.sleep(0.5)  # duplicates of the last in-flight messages, if any
+    finally:
+        stop(dev)
+        watcher.stop()
+    seqs = watcher.seqs(boot)
+    last = max(seqs)
+    assert seqs == set(range(1, last + 1)), f"missing seqs {sorted(set(range(1, last + 1)) - seqs)[:20]}"
+    assert watcher.events("stopped")[-1]["seq"] >= last - 1  # the stop's sample and event are the last two
+    s = summary(out)
+    assert s["fallbacks"] == {} and s["late"] == 0, s
+    assert s["latency_p99_us"] < PERIOD_MS * 1000 / 2
+    ups = watcher.events("telemetry_up")
+    assert len(ups) >= 6, [e["data"] for e in ups]  # the first connect and one per broker restart
+    assert outbox_rows(state) == 0
+    periods = [d["period_p99_us"] for d in samples(watcher, boot) if d["period_p99_us"] is not None]
+    assert sorted(periods)[len(periods) // 2] <= 1.2 * PERIOD_MS * 1000, periods  # the typical interval's p99
+
+
+def test_s8_a_black_holed_connection_is_noticed_within_a_keepalive_and_recovered(
+    bundle: Path, pty: SocatPair, mosquitto, tmp_path: Path
+) -> None:
+    """A proxy between daemon and broker drops everything (no RST) for 3 s, five times.
+
+    Each time the client gives the connection up within 1.5 keepalives (2 s here: the oldest
+    PUBACK missing for a keepalive), reconnects once the path heals, and every seq and event arrives.
+    """
+    keepalive = 2
+    proxy = ChaosProxy(mosquitto.port)
+    watcher = Watcher(mosquitto.port).start()
+    config = write_config(
+        tmp_path / "d.toml",
+        proxy.url,
+        interval_s=0.1,
+        keepalive_s=keepalive,
+        reconnect_min_s=0.2,
+        reconnect_max_s=0.5,
+        outbox_bytes=1 << 20,
+    )
+    state = tmp_path / "state"
+    dev = device(pty)
+    run = start(run_cmd(bundle, f"serial://{pty.a}", state, config, "--adapt", "head", "--json"))
+    holes = []
+    try:
+        boot = boot_of(watcher)
+        watcher.wait(lambda: len(samples(watcher, boot)) >= 5, 20, "five samples")
+        for _ in range(5):
+            ups = len(watcher.events("telemetry_up"))
+            proxy.mode = BLACKHOLE
+            holes.append(time.monotonic())
+            time.sleep(3.0)
+            proxy.mode = PASS
+            watcher.wait(lambda n=ups: len(watcher.events("telemetry_up")) > n, 15, "a reconnect after the hole")
+        out, err = stop(run)
+        assert run.returncode == 0, err[-2000:]
+        watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event")
+    finally:
+        stop(dev)
+        watcher.stop()
+        proxy.close()
+    downs = [e for e in watcher.events("telemetry_down")]
+    assert len(downs) >= 5, [e["data"] for e in downs]
+    for hole in holes:
+        noticed = min(e["mono"] - hole for e in downs if e["mono"] >= hole)
+        assert noticed <= 1.5 * keepalive, f"noticed {noticed:.2f} s after the hole began"
+    seqs = watcher.seqs(boot)
+    assert seqs == set(range(1, max(seqs) + 1))
+    assert all(d["mqtt"]["outbox_bytes"] <= 1 << 20 for d in samples(watcher, boot))
+    assert all(d["mqtt"]["queue_dropped"] == 0 and d["mqtt"]["dropped_samples"] == 0 for d in samples(watcher, boot))
+    assert summary(out)["fallbacks"] == {}
+
+
+def test_s9_events_wait_for_an_absent_monitor_and_arrive_in_order(
+    bundle: Path, pty: SocatPair, mosquitto, tmp_path: Path
+) -> None:
+    """The monitor leaves for 12 s while commands make events; on its return (same session) it gets them all, in order.
+
+    The broker holds its queue, so the daemon's outbox stays near empty and its memory flat meanwhile.
+    """
+    watcher = Watcher(mosquitto.port, client_id="absent-monitor").start()
+    config = write_config(tmp_path / "d.toml", mosquitto.url, interval_s=0.1, keepalive_s=2)
+    state = tmp_path / "state"
+    dev = device(pty)
+    run = start(run_cmd(bundle, f"serial://{pty.a}", state, config, "--adapt", "head", "--device-id", "radio-9"))
+    operator = Watcher(mosquitto.port, client_id="operator", topic="nothing/#").start()
+    try:
+        boot = boot_of(watcher)
+        watcher.wait(lambda: len(samples(watcher, boot)) >= 5, 20, "five samples")
+        watcher.stop()
+        time.sleep(0.5)
+        for i in range(12):  # one event per second while the monitor is away
+            cmd = {"cmd": "set_epsilon", "value": round(0.01 * (i + 1), 2), "id": f"c{i}"}
+            operator.client.publish("edgerl/radio-9/cmd", json.dumps(cmd), qos=1)
+            time.sleep(1.0)
+        away_rows = outbox_rows(state)
+        returned = Watcher(mosquitto.port, client_id="absent-monitor").start()
+        returned.wait(lambda: len(returned.events("command")) >= 12, 30, "the 12 command answers")
+        answered = returned.events("command")
+        _, err = stop(run)
+        assert run.returncode == 0, err[-2000:]
+        returned.wait(lambda: returned.events("stopped"), 30, "the stopped event")
+    finally:
+        stop(dev)
+        operator.stop()
+    returned.stop()
+    ids = [e["data"]["id"] for e in answered[:12]]
+    assert ids == [f"c{i}" for i in range(12)], ids
+    assert all(e["data"]["ok"] for e in answered[:12])
+    seen = [d["seq"] for d in returned.docs(boot=boot) if "seq" in d]
+    assert seen == sorted(seen), "delivered out of order"
+    seqs = set(seen) | watcher.seqs(boot)
+    assert seqs == set(range(1, max(seqs) + 1))
+    assert away_rows <= 64, away_rows  # the broker, not the daemon, held the absent monitor's messages
+    rss = [d["rss_mb"] for d in samples(returned, boot)]
+    assert max(rss) - min(rss) < 20, rss
+
+
+def test_s10_presence_will_and_a_new_boot_after_sigkill(
+    bundle: Path, pty: SocatPair, mosquitto, tmp_path: Path
+) -> None:
+    """SIGKILL the daemon: the broker publishes its retained `offline` will within 1.5 keepalives (plus a
+    check period); a restart says `online` again with a new boot id, and a late subscriber sees only that."""
+    keepalive = 2
+    watcher = Watcher(mosquitto.port).start()
+    config = write_config(tmp_path / "d.toml", mosquitto.url, keepalive_s=keepalive)
+    state = tmp_path / "state"
+    dev = device(pty)
+    cmd = run_cmd(bundle, f"serial://{pty.a}", state, config, "--device-id", "drone-2")
+    run = start(cmd)
+    try:
+        first = boot_of(watcher)
+        watcher.wait(lambda: samples(watcher, first), 20, "a sample")
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=10)
+        killed = time.monotonic()
+        will = watcher.wait(
+            lambda: [(d, t) for _, d, t in watcher.statuses() if d["state"] == "offline" and d["boot"] == first],
+            10,
+            "the offline will",
+        )
+        assert will[0][1] - killed <= 1.5 * keepalive + 1.0
+        run = start(cmd)
+        second = watcher.wait(
+            lambda: next((d for _, d, _ in watcher.statuses() if d["state"] == "online" and d["boot"] != first), None),
+            30,
+            "online again",
+        )
+        assert second["bundle_version"] == 3 and second["adapt"] == "off" and second["device"] == "drone-2"
+        late = Watcher(mosquitto.port, client_id="late").start()
+        retained = late.wait(lambda: [(r, d) for r, d, _ in late.statuses()], 10, "the retained status")
+        late.stop()
+        assert retained[0][0] and retained[0][1]["state"] == "online" and retained[0][1]["boot"] == second["boot"]
+    finally:
+        stop(run)
+        stop(dev)
+        watcher.stop()
+    offline = [d for _, d, _ in watcher.statuses() if d["state"] == "offline" and d["boot"] == second["boot"]]
+    assert offline, "a clean stop says offline itself"
+
+
+def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_outbox_bound(
+    bundle: Path, pty: SocatPair, mosquitto_factory, tmp_path: Path
+) -> None:
+    """No broker for 6 s at 20 samples/s (~1.2 KB each) into a 64 KiB outbox: samples past the bound are dropped
+    oldest first and counted, no event is lost, the loop never notices; then the broker starts and all goes out."""
+    broker = mosquitto_factory()  # not started yet
+    watcher_port = broker.port
+    config = write_config(
+        tmp_path / "d.toml", broker.url, interval_s=0.05, outbox_bytes=65536, reconnect_min_s=0.2, reconnect_max_s=0.5
+    )
+    state = tmp_path / "state"
+    dev = device(pty)
+    run = start(run_cmd(bundle, f"serial://{pty.a}", state, config, "--adapt", "head", "--json"))
+    try:
+        time.sleep(6.0)
+        assert run.poll() is None
+        assert os.path.getsize(state / "telemetry.sqlite") < 4 << 20
+        broker.start()
+        watcher = Watcher(watcher_port).start()
+        boot = boot_of(watcher)
+        watcher.wait(lambda: len(samples(watcher, boot)) > 50, 30, "samples after the broker came")
+        out, err = stop(run)
+        assert run.returncode == 0, err[-2000:]
+        watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event")
+    finally:
+        stop(dev)
+    watcher.stop()
+    events = sorted(watcher.events(), key=lambda d: d["seq"])
+    numbers = [e["data"]["event_seq"] for e in events]
+    assert numbers == list(range(1, len(numbers) + 1)), "an event went missing"  # events.jsonl numbering, no gap
+    assert [e["event"] for e in events][:2] == ["verified", "checkpoint_recovery"]
+    last = samples(watcher, boot)[-1]
+    assert last["mqtt"]["dropped_samples"] > 0  # the bound was reached: old samples went, counted
+    seqs = watcher.seqs(boot)
+    missing = set(range(1, max(seqs) + 1)) - seqs
+    assert len(missing) == last["mqtt"]["dropped_samples"], "every gap is a counted dropped sample"
+    assert summary(out)["fallbacks"] == {}
+
+
+def test_operator_commands_are_validated_applied_and_answered(
+    bundle: Path, pty: SocatPair, mosquitto, tmp_path: Path
+) -> None:
+    """pause stops learning, resume restarts it, set_epsilon changes exploration, rollback to the bundle,
+    and bad, oversized or retained commands are refused with a reason; every command gets an answer."""
+    watcher = Watcher(mosquitto.port).start()
+    config = write_config(tmp_path / "d.toml", mosquitto.url, interval_s=0.2)
+    state = tmp_path / "state"
+    pub = watcher.client.publish
+    pub("edgerl/bot-1/cmd", b'{"cmd": "pause"}', qos=1, retain=True).wait_for_publish(5)  # waiting for the daemon
+    dev = device(pty)
+    run = start(run_cmd(bundle, f"serial://{pty.a}", state, config, "--adapt", "head", "--device-id", "bot-1"))
+
+    def send(payload: object, retain: bool = False) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        pub("edgerl/bot-1/cmd", body, qos=1, retain=retain).wait_for_publish(5)
+
+    def answers(n: int) -> list[dict]:
+        return watcher.wait(
+            lambda: len(watcher.events("command")) >= n and watcher.events("command"), 20, f"{n} answers"
+        )
+
+    try:
+        boot = boot_of(watcher)
+        assert "retained" in answers(1)[0]["data"]["reason"]  # never run: it would run on every connect
+        send(b"", retain=True)  # clears the retained command
+        watcher.wait(lambda: [d for d in samples(watcher, boot) if d["updates"] > 0], 20, "learning")
+        send({"cmd": "pause", "id": "p"})
+        answers(2)
+        time.sleep(0.5)
+        paused = samples(watcher, boot)[-1]
+        time.sleep(1.5)
+        still = samples(watcher, boot)[-1]
+        assert paused["paused"] and still["paused"] and still["epsilon"] == 0.0
+        assert still["updates"] == paused["updates"] and still["steps"] > paused["steps"] + 50
+        send({"cmd": "resume"})
+        send({"cmd": "set_epsilon", "value": 0.2, "id": "e"})
+        answers(4)
+        watcher.wait(lambda: samples(watcher, boot)[-1]["epsilon"] in (0.2, 0.15), 10, "epsilon 0.2")
+        promoted = samples(watcher, boot)[-1]["promotions"] > 0
+        send({"cmd": "rollback", "to": "bundle", "id": "r"})
+        send({"cmd": "self_destruct"})
+        send(b"x" * 2000)
+        send({"cmd": "set_epsilon", "value": 3})
+        got = answers(8)
+    finally:
+        stop(run)
+        stop(dev)
+        watcher.stop()
+    by_id = {e["data"].get("id"): e["data"] for e in got if e["data"].get("id")}
+    assert by_id["p"]["ok"] and by_id["e"]["ok"] and by_id["e"]["value"] == 0.2
+    rollbacks = [e["data"] for e in watcher.events("rollback") if e["data"].get("by") == "operator"]
+    if promoted:  # a learnt policy was acting: the rollback puts the bundle's back
+        assert by_id["r"]["ok"] and rollbacks
+    else:
+        assert "already acting from the bundle policy" in by_id["r"]["reason"] and not rollbacks
+    refusals = [e["data"]["reason"] for e in got if not e["data"]["ok"]]
+    assert any("self_destruct" in r for r in refusals)
+    assert any("2000 bytes" in r for r in refusals)
+    assert any("outside [0, 1]" in r for r in refusals)
