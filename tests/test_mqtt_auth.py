@@ -294,3 +294,40 @@ def test_the_example_monitor_unit_is_valid(tmp_path: Path) -> None:
         result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
         problems = [line for line in result.stderr.splitlines() if "edge-rl-monitor.service" in line]
         assert not problems, problems
+
+
+def test_the_daemon_telemetry_client_speaks_tls_with_a_password_and_reports_a_refusal(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's own client (edge_rl.telemetry) under the production config: over TLS with the CA and the
+    password from the environment its messages reach the monitor; with a wrong password it is refused, says
+    so once, and keeps its messages for later."""
+    from edge_rl.daemon.config import TelemetryConfig
+    from edge_rl.telemetry.publish import Publisher
+    from edge_rl.telemetry.settings import from_config
+
+    monitor = fleet.connected("edge-rl-monitor")
+    assert monitor.subscribe("edgerl/+/telemetry") == [1]
+    url = f"mqtts://localhost:{fleet.tls_port}"
+    config = TelemetryConfig(url=url, password_env="EDGERL_TEST_MQTT", ca=str(fleet.files / "ca.crt"), keepalive_s=2)
+    record = {"kind": "verified", "seq": 1, "boot": BOOT, "mono": 1.0, "wall": time.time(), "version": 3}
+
+    monkeypatch.setenv("EDGERL_TEST_MQTT", PASSWORDS["dev-a"])
+    good = Publisher(from_config(config, "dev-a"), BOOT, {"bundle_version": 3}, None)
+    good.event(record)
+    got = json.loads(monitor.expect(timeout=10).payload)
+    good.close()
+    assert (got["device"], got["event"], got["data"]["version"]) == ("dev-a", "verified", 3)
+
+    monkeypatch.setenv("EDGERL_TEST_MQTT", "not-the-password")
+    bad = Publisher(from_config(config, "dev-a"), BOOT, {"bundle_version": 3}, None)
+    bad.event(record)
+    deadline = time.monotonic() + 10
+    while not bad.notices and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # a few more attempts: still one notice
+    bad.close()
+    assert [kind for kind, _ in bad.notices] == ["telemetry_down"], list(bad.notices)
+    assert "refused" in bad.notices[0][1]["reason"]
+    assert bad.counters["refused"] >= 1 and bad.counters["connects"] == 0
+    assert monitor.drain() == []

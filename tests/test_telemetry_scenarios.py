@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_rl.telemetry import schema
 from tests.chaos_proxy import BLACKHOLE, PASS, ChaosProxy
 from tests.daemon_rig import antijam_policy, write_bundle
 from tests.ptys import SocatPair
@@ -103,6 +104,10 @@ def test_s7_broker_killed_and_restarted_loses_no_telemetry_and_never_touches_the
     assert outbox_rows(state) == 0
     periods = [d["period_p99_us"] for d in samples(watcher, boot) if d["period_p99_us"] is not None]
     assert sorted(periods)[len(periods) // 2] <= 1.2 * PERIOD_MS * 1000, periods  # the typical interval's p99
+    common = set(schema.COMMON_FIELDS)  # and every message has exactly the documented fields
+    assert all(set(d) == common | set(schema.SAMPLE_FIELDS) for d in samples(watcher, boot))
+    assert all(set(d) == common | set(schema.EVENT_FIELDS) for d in watcher.events())
+    assert all(set(d) == common - {"seq"} | set(schema.STATUS_FIELDS) for _, d, _ in watcher.statuses())
 
 
 def test_s8_a_black_holed_connection_is_noticed_within_a_keepalive_and_recovered(
