@@ -17,7 +17,9 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# the whole story (examples/demo.py); the radio simulator is C: a box without a compiler gets `make system` first
 demo: $(STAMP)
+	@command -v cc >/dev/null 2>&1 || $(MAKE) system
 	$(BIN)/python examples/demo.py
 
 system:
