@@ -1,7 +1,8 @@
-"""A loopback TCP proxy that passes traffic, black-holes it (no RST, nothing delivered) or resets it, on cue.
+"""A loopback TCP proxy that passes traffic, black-holes it (no RST, nothing delivered) or refuses it, on cue.
 
 The half-open network of S8: a client whose packets vanish sees no error at all, only silence,
-which is what a NAT timeout or a dead access point does. One thread accepts, two threads per
+which is what a NAT timeout or a dead access point does. REFUSE closes every new connection at
+once (a broker that is not there yet, while the test prepares its side). One thread accepts, two threads per
 connection pump bytes; in black-hole mode they keep reading (so the sender's buffers never fill
 and nothing signals it) and drop what they read.
 """
@@ -11,15 +12,15 @@ from __future__ import annotations
 import socket
 import threading
 
-PASS, BLACKHOLE = "pass", "blackhole"
+PASS, BLACKHOLE, REFUSE = "pass", "blackhole", "refuse"
 
 
 class ChaosProxy:
-    """127.0.0.1:`port` -> 127.0.0.1:`upstream`; set `mode` to PASS or BLACKHOLE at any time."""
+    """127.0.0.1:`port` -> 127.0.0.1:`upstream`; set `mode` to PASS, BLACKHOLE or REFUSE at any time."""
 
-    def __init__(self, upstream: int) -> None:
+    def __init__(self, upstream: int, mode: str = PASS) -> None:
         self.upstream = upstream
-        self.mode = PASS
+        self.mode = mode
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
@@ -37,6 +38,9 @@ class ChaosProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.mode == REFUSE:
+                client.close()
+                continue
             try:
                 server = socket.create_connection(("127.0.0.1", self.upstream), timeout=2)
             except OSError:

@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = [sys.executable, "-m", "edge_rl.cli", "device", "edge_rl/AntiJam-v0"]
+MONITOR = [sys.executable, "-m", "edge_rl.cli", "monitor"]
 
 
 class Watcher:

@@ -193,3 +193,23 @@ def test_a_config_reload_keeps_the_evidence_gathered() -> None:
     h.gate.configure(replace(h.gate.config, drift_lambda=99.0, margin=0.3))
     assert (h.gate.drift.n, h.gate.drift.mean) == drift and list(h.gate.incumbent_segments.closed) == segments
     assert h.gate.drift.threshold == 99.0 and h.gate.config.margin == 0.3
+
+
+def test_an_operator_rollback_goes_to_last_good_or_the_bundle_and_says_when_nothing_changes() -> None:
+    h = Harness()
+    assert h.gate.operator_rollback(to_bundle=False) == "already acting from the bundle policy"
+    h.until("trial", 0.5)
+    h.feed(0.9, 40 + 200)  # promoted and confirmed: last-good is the candidate
+    confirmed = h.gate.incumbent
+    assert h.gate.last_good is confirmed
+    h.until("learning", 0.9)  # between trials
+    assert h.gate.operator_rollback(to_bundle=False) == "already acting from last-good"
+    h.until("trial", 0.9)  # a second candidate on trial: stopping it is a rollback
+    assert h.gate.operator_rollback(to_bundle=False) is None
+    assert h.kinds()[-2:] == ["candidate_cancelled", "rollback"] and h.events[-1][1]["by"] == "operator"
+    assert h.gate.incumbent is confirmed and h.gate.phase == "cooldown" and h.gate.actor is not h.gate.bundle_actor
+    assert h.gate.counters.rollbacks == 0  # the same policy acts on: a cancelled trial, no rollback counted
+    assert h.gate.operator_rollback(to_bundle=True) is None  # to the bundle's own policy: last-good forgotten
+    assert h.gate.incumbent is None and h.gate.last_good is None and h.gate.actor is h.gate.bundle_actor
+    assert h.gate.counters.rollbacks == 1 and h.resets[-1] is None
+    assert h.gate.operator_rollback(to_bundle=True) == "already acting from the bundle policy"

@@ -4,10 +4,14 @@ settings (refusals with one line), and docs/telemetry.md documenting exactly the
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_rl.daemon import config as config_file
 from edge_rl.daemon.config import TelemetryConfig
@@ -46,13 +50,25 @@ def test_valid_commands_parse_to_what_they_say() -> None:
         (b'{"cmd": "pause", "value": 1}', "takes no value"),
         (b'{"cmd": "rollback", "to": "yesterday"}', "rollback to 'yesterday'"),
         (b'{"cmd": "pause", "to": "bundle"}', "takes no `to`"),
-        (b'{"cmd": "pause", "id": 7}', "id must be a string"),
+        (b'{"cmd": "pause", "id": 7}', "id must be at most 64"),
+        (b'{"cmd": "pause", "id": "a\\nforged log line"}', "id must be at most 64"),
+        (b"[" * 1000, "nested too deeply"),
     ],
 )
 def test_bad_commands_are_refused_with_one_line(payload: bytes, words: str) -> None:
     with pytest.raises(BadInput) as e:
         schema.parse_command(payload)
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1200) | st.text(max_size=300).map(str.encode))
+def test_parsers_raise_only_bad_input_whatever_arrives(payload: bytes) -> None:
+    for parse in (schema.parse_command, schema.parse_message):
+        try:
+            parse(payload)
+        except BadInput:
+            pass
 
 
 def test_messages_are_checked_before_a_reader_trusts_them() -> None:
@@ -111,6 +127,40 @@ def test_the_bound_drops_the_oldest_samples_never_events_nor_what_is_in_flight(t
     assert box.over_bound and sum(body == event for body in rows(box)) == 140
 
 
+def test_past_the_ceiling_even_the_oldest_events_go_counted(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "t.sqlite", 64 << 10)
+    event = b"e" * 1000
+    for _ in range(300):
+        box.add([(event, True)])
+    assert box.bytes <= 4 * (64 << 10) and box.dropped_events > 0 and box.dropped_samples == 0
+    assert box.rows + box.dropped_events == 300
+    assert box.pending(0, 1)[0][0] == box.dropped_events + 1  # the oldest went
+
+
+def test_a_disk_that_refuses_the_outbox_moves_it_into_memory(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "t.sqlite"
+    box = Outbox(missing, 1 << 20)
+    assert not box.on_disk and "in memory" in box.notes[0]
+    box.add([(b"e", True)])
+    assert rows(box) == [b"e"]
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    box = Outbox(locked / "t.sqlite", 1 << 20)
+    box.add([(b"first", True)])
+    (locked / "t.sqlite").chmod(0o444)
+    locked.chmod(0o555)
+    try:
+        if os.access(locked / "t.sqlite", os.W_OK):  # root ignores permissions: break the file instead
+            box.db.close()
+            box.db = sqlite3.connect(":memory:")  # a connection without the table: the next write fails
+            box.path = locked / "t.sqlite"
+        box.add([(b"second", True)])
+    finally:
+        locked.chmod(0o755)
+    assert not box.on_disk and any("in memory" in n for n in box.notes)
+    assert rows(box)[-1] == b"second"
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_outbox_is_set_aside_and_a_new_one_started(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "t.sqlite"
@@ -124,6 +174,9 @@ def test_a_damaged_outbox_is_set_aside_and_a_new_one_started(tmp_path: Path, dam
     assert path.with_name("t.sqlite.bad").exists()
     fresh.add([(b"y", True)])
     assert rows(fresh) == [b"y"]
+    fresh.close()
+    path.write_bytes(b"damaged again" * 300)
+    assert "t.sqlite.bad.1" in Outbox(path, 1 << 20).notes[0]  # the first one set aside is kept
 
 
 # --- settings ---------------------------------------------------------------------------------------

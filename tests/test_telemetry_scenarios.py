@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 
 from edge_rl.telemetry import schema
-from tests.chaos_proxy import BLACKHOLE, PASS, ChaosProxy
+from tests.chaos_proxy import BLACKHOLE, PASS, REFUSE, ChaosProxy
 from tests.daemon_rig import antijam_policy, write_bundle
 from tests.ptys import SocatPair
-from tests.telemetry_rig import DEVICE, Watcher, boot_of, run_cmd, start, write_config
+from tests.telemetry_rig import DEVICE, MONITOR, Watcher, boot_of, run_cmd, start, write_config
 
 PERIOD_MS = 10  # the device's control period: 100 steps/s
+DEADLINE = {"deadline_ms": 20}  # the daemon's default: a step whose action takes longer gets the safe action
 
 
 @pytest.fixture(scope="module")
@@ -67,38 +68,53 @@ def test_s7_broker_killed_and_restarted_loses_no_telemetry_and_never_touches_the
 ) -> None:
     """Five SIGKILLs of Mosquitto, 1-2 s down each, while the daemon runs at 100 steps/s with 10 samples/s.
 
-    After the drain every seq of the boot reached the subscriber (duplicates allowed), the same
-    daemon process ran throughout, no step missed its deadline or fell back, and the outbox is empty.
+    After the drain every seq of the boot reached the subscriber and `edge-rl monitor` (both
+    reconnecting through the kills; duplicates allowed), one daemon process (one boot) ran
+    throughout with flat memory and file descriptors, no step missed the 20 ms deadline or fell
+    back, and the outbox is empty.
     """
     watcher = Watcher(mosquitto.port).start()
-    config = write_config(tmp_path / "d.toml", mosquitto.url, interval_s=0.1, keepalive_s=2, reconnect_max_s=1.0)
+    monitor = start([*MONITOR, mosquitto.url, "--client-id", "s7-monitor", "--json"])
+    config = write_config(
+        tmp_path / "d.toml", mosquitto.url, DEADLINE, interval_s=0.1, keepalive_s=2, reconnect_max_s=1.0
+    )
     state = tmp_path / "state"
     dev = device(pty)
     run = start(run_cmd(bundle, f"serial://{pty.a}", state, config, "--adapt", "head", "--json"))
     try:
         boot = boot_of(watcher)
-        pid = run.pid
         watcher.wait(lambda: len(samples(watcher, boot)) >= 10, 20, "ten samples")
+        fds = len(os.listdir(f"/proc/{run.pid}/fd"))
         for down in (1.0, 2.0, 1.5, 1.0, 2.0):
             mosquitto.kill()
             time.sleep(down)
             mosquitto.start()
             time.sleep(1.5)
-            assert run.poll() is None and run.pid == pid
+            assert run.poll() is None
+        fds_after = len(os.listdir(f"/proc/{run.pid}/fd"))
         out, err = stop(run)
         assert run.returncode == 0, err[-2000:]
         watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event after the drain")
-        time.sleep(0.5)  # duplicates of the last in-flight messages, if any
+        time.sleep(1.0)  # the monitor's copy, and duplicates of the last in-flight messages, if any
+        monitor_out, _ = stop(monitor)
     finally:
         stop(dev)
+        stop(monitor)
         watcher.stop()
     seqs = watcher.seqs(boot)
     last = max(seqs)
     assert seqs == set(range(1, last + 1)), f"missing seqs {sorted(set(range(1, last + 1)) - seqs)[:20]}"
     assert watcher.events("stopped")[-1]["seq"] >= last - 1  # the stop's sample and event are the last two
+    seen = summary(monitor_out)["devices"]["edge-rl-host"]
+    assert seen["boot"] == boot and seen["seq_gaps"] == 0 and seen["missing"] == [], seen
+    assert seen["messages"] >= last  # every one, duplicates counted apart
     s = summary(out)
-    assert s["fallbacks"] == {} and s["late"] == 0, s
-    assert s["latency_p99_us"] < PERIOD_MS * 1000 / 2
+    assert s["fallbacks"] == {} and s["safe_actions"] == 0, s  # no deadline miss, no fallback of any kind
+    assert all(d["deadline_misses"] == 0 and d["act_p99_us"] < 20_000 for d in samples(watcher, boot))
+    assert {d["boot"] for d in watcher.docs()} == {boot}  # one process throughout
+    assert fds_after <= fds + 2, (fds, fds_after)
+    rss = [d["rss_mb"] for d in samples(watcher, boot)]
+    assert max(rss[len(rss) // 4 :]) <= 1.1 * rss[len(rss) // 4], rss  # after warm-up: flat within 10 %
     ups = watcher.events("telemetry_up")
     assert len(ups) >= 6, [e["data"] for e in ups]  # the first connect and one per broker restart
     assert outbox_rows(state) == 0
@@ -124,6 +140,7 @@ def test_s8_a_black_holed_connection_is_noticed_within_a_keepalive_and_recovered
     config = write_config(
         tmp_path / "d.toml",
         proxy.url,
+        DEADLINE,
         interval_s=0.1,
         keepalive_s=keepalive,
         reconnect_min_s=0.2,
@@ -158,9 +175,10 @@ def test_s8_a_black_holed_connection_is_noticed_within_a_keepalive_and_recovered
         assert noticed <= 1.5 * keepalive, f"noticed {noticed:.2f} s after the hole began"
     seqs = watcher.seqs(boot)
     assert seqs == set(range(1, max(seqs) + 1))
-    assert all(d["mqtt"]["outbox_bytes"] <= 1 << 20 for d in samples(watcher, boot))
+    backlog = [d["mqtt"]["outbox_rows"] for d in samples(watcher, boot)]
+    assert max(backlog) >= 10  # the holes did hold messages back (written while the path was dark) ...
     assert all(d["mqtt"]["queue_dropped"] == 0 and d["mqtt"]["dropped_samples"] == 0 for d in samples(watcher, boot))
-    assert summary(out)["fallbacks"] == {}
+    assert summary(out)["fallbacks"] == {}  # ... and the loop never noticed: no deadline miss
 
 
 def test_s9_events_wait_for_an_absent_monitor_and_arrive_in_order(
@@ -243,12 +261,16 @@ def test_s10_presence_will_and_a_new_boot_after_sigkill(
         retained = late.wait(lambda: [(r, d) for r, d, _ in late.statuses()], 10, "the retained status")
         late.stop()
         assert retained[0][0] and retained[0][1]["state"] == "online" and retained[0][1]["boot"] == second["boot"]
+        stop(run)
+        watcher.wait(
+            lambda: [d for _, d, _ in watcher.statuses() if d["state"] == "offline" and d["boot"] == second["boot"]],
+            10,
+            "offline from the clean stop",
+        )
     finally:
         stop(run)
         stop(dev)
         watcher.stop()
-    offline = [d for _, d, _ in watcher.statuses() if d["state"] == "offline" and d["boot"] == second["boot"]]
-    assert offline, "a clean stop says offline itself"
 
 
 def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_outbox_bound(
@@ -257,9 +279,15 @@ def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_ou
     """No broker for 6 s at 20 samples/s (~1.2 KB each) into a 64 KiB outbox: samples past the bound are dropped
     oldest first and counted, no event is lost, the loop never notices; then the broker starts and all goes out."""
     broker = mosquitto_factory()  # not started yet
-    watcher_port = broker.port
+    proxy = ChaosProxy(broker.port, REFUSE)  # the daemon's way to the broker: closed until the watcher listens
     config = write_config(
-        tmp_path / "d.toml", broker.url, interval_s=0.05, outbox_bytes=65536, reconnect_min_s=0.2, reconnect_max_s=0.5
+        tmp_path / "d.toml",
+        proxy.url,
+        DEADLINE,
+        interval_s=0.05,
+        outbox_bytes=65536,
+        reconnect_min_s=0.2,
+        reconnect_max_s=0.5,
     )
     state = tmp_path / "state"
     dev = device(pty)
@@ -267,9 +295,13 @@ def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_ou
     try:
         time.sleep(6.0)
         assert run.poll() is None
-        assert os.path.getsize(state / "telemetry.sqlite") < 4 << 20
+        on_disk = sum(os.path.getsize(p) for p in state.glob("telemetry.sqlite*"))
+        assert on_disk < 1 << 20, on_disk  # WAL included
         broker.start()
-        watcher = Watcher(watcher_port).start()
+        watcher = Watcher(broker.port).start()
+        watcher.wait(lambda: watcher.client.is_connected(), 10, "the watcher")
+        time.sleep(0.5)  # its SUBSCRIBE is through
+        proxy.mode = PASS
         boot = boot_of(watcher)
         watcher.wait(lambda: len(samples(watcher, boot)) > 50, 30, "samples after the broker came")
         out, err = stop(run)
@@ -277,6 +309,7 @@ def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_ou
         watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event")
     finally:
         stop(dev)
+        proxy.close()
     watcher.stop()
     events = sorted(watcher.events(), key=lambda d: d["seq"])
     numbers = [e["data"]["event_seq"] for e in events]
@@ -293,8 +326,9 @@ def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_ou
 def test_operator_commands_are_validated_applied_and_answered(
     bundle: Path, pty: SocatPair, mosquitto, tmp_path: Path
 ) -> None:
-    """pause stops learning, resume restarts it, set_epsilon changes exploration, rollback to the bundle,
-    and bad, oversized or retained commands are refused with a reason; every command gets an answer."""
+    """A retained command is refused; pause stops learning and exploring, resume restarts them; set_epsilon
+    and reload take effect; a rollback's answer matches what happened; a command delivered twice runs
+    once; bad, oversized and out-of-range commands are refused with a reason. Every command is answered."""
     watcher = Watcher(mosquitto.port).start()
     config = write_config(tmp_path / "d.toml", mosquitto.url, interval_s=0.2)
     state = tmp_path / "state"
@@ -308,14 +342,13 @@ def test_operator_commands_are_validated_applied_and_answered(
         pub("edgerl/bot-1/cmd", body, qos=1, retain=retain).wait_for_publish(5)
 
     def answers(n: int) -> list[dict]:
-        return watcher.wait(
-            lambda: len(watcher.events("command")) >= n and watcher.events("command"), 20, f"{n} answers"
-        )
+        watcher.wait(lambda: len(watcher.events("command")) >= n, 20, f"{n} answers")
+        return watcher.events("command")
 
     try:
         boot = boot_of(watcher)
-        assert "retained" in answers(1)[0]["data"]["reason"]  # never run: it would run on every connect
-        send(b"", retain=True)  # clears the retained command
+        assert "retained" in answers(1)[0]["data"]["reason"]  # never run: it would run on every subscribe
+        send(b"", retain=True)  # clears the retained command (an empty message is not answered)
         watcher.wait(lambda: [d for d in samples(watcher, boot) if d["updates"] > 0], 20, "learning")
         send({"cmd": "pause", "id": "p"})
         answers(2)
@@ -325,27 +358,36 @@ def test_operator_commands_are_validated_applied_and_answered(
         still = samples(watcher, boot)[-1]
         assert paused["paused"] and still["paused"] and still["epsilon"] == 0.0
         assert still["updates"] == paused["updates"] and still["steps"] > paused["steps"] + 50
-        send({"cmd": "resume"})
+        send({"cmd": "resume", "id": "u"})
         send({"cmd": "set_epsilon", "value": 0.2, "id": "e"})
-        answers(4)
-        watcher.wait(lambda: samples(watcher, boot)[-1]["epsilon"] in (0.2, 0.15), 10, "epsilon 0.2")
-        promoted = samples(watcher, boot)[-1]["promotions"] > 0
+        send({"cmd": "set_epsilon", "value": 0.2, "id": "e"})  # the same command again: not run twice
+        answers(5)
+        watcher.wait(
+            lambda: (d := samples(watcher, boot)[-1])["epsilon"] == 0.2 or d["gate_phase"] in ("cooldown", "fallback"),
+            10,
+            "epsilon 0.2 in force",
+        )
         send({"cmd": "rollback", "to": "bundle", "id": "r"})
+        send({"cmd": "reload", "id": "rl"})
         send({"cmd": "self_destruct"})
         send(b"x" * 2000)
         send({"cmd": "set_epsilon", "value": 3})
-        got = answers(8)
+        got = answers(10)
+        watcher.wait(lambda: watcher.events("config_reloaded"), 10, "the reload")
     finally:
         stop(run)
         stop(dev)
         watcher.stop()
-    by_id = {e["data"].get("id"): e["data"] for e in got if e["data"].get("id")}
-    assert by_id["p"]["ok"] and by_id["e"]["ok"] and by_id["e"]["value"] == 0.2
+    by_id: dict[str, list[dict]] = {}
+    for e in got:
+        by_id.setdefault(e["data"].get("id", ""), []).append(e["data"])
+    assert by_id["p"][0]["ok"] and by_id["u"][0]["ok"] and by_id["rl"][0]["ok"]
+    assert by_id["e"][0]["ok"] and by_id["e"][0]["value"] == 0.2
+    assert not by_id["e"][1]["ok"] and "already run" in by_id["e"][1]["reason"]
     rollbacks = [e["data"] for e in watcher.events("rollback") if e["data"].get("by") == "operator"]
-    if promoted:  # a learnt policy was acting: the rollback puts the bundle's back
-        assert by_id["r"]["ok"] and rollbacks
-    else:
-        assert "already acting from the bundle policy" in by_id["r"]["reason"] and not rollbacks
+    answer = by_id["r"][0]
+    assert answer["ok"] == bool(rollbacks)  # ok exactly when it rolled back (both paths: tests/test_gate.py)
+    assert answer["ok"] or "already acting from the bundle policy" in answer["reason"]
     refusals = [e["data"]["reason"] for e in got if not e["data"]["ok"]]
     assert any("self_destruct" in r for r in refusals)
     assert any("2000 bytes" in r for r in refusals)

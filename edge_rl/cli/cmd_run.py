@@ -132,6 +132,7 @@ def print_summary(s: dict) -> None:
         *[[f"learner {k}", v] for k, v in s["learner"].items()],
         ["incumbent", s["incumbent"]],
         ["watchdog pings", s["watchdog_pings"]],
+        ["loop time on telemetry (ms)", s["telemetry_loop_ms"]],
     ]
     print_table(["daemon", "value"], rows)
     sys.stdout.flush()

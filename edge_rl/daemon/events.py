@@ -34,6 +34,7 @@ class EventLog:
         self.failed = 0  # lines the disk refused (logged once to `echo`)
         self.recent: deque[dict[str, Any]] = deque(maxlen=100)  # the last events, for summaries and tests
         self.listeners: list[Callable[[dict[str, Any]], None]] = []  # e.g. telemetry; each must not block
+        self.listener_errors = 0
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_QUEUED)
         self._thread = threading.Thread(target=self._write_all, name="edge-rl-events", daemon=True)
         self._thread.start()
@@ -48,7 +49,10 @@ class EventLog:
         except queue.Full:
             self.dropped += 1
         for listener in self.listeners:
-            listener(record)
+            try:
+                listener(record)
+            except Exception:  # a listener's failure is its own: the loop and the log go on
+                self.listener_errors += 1
 
     def close(self) -> None:
         """Write what is queued, then stop the writer (bounded: a stalled disk cannot hold up exit for long)."""

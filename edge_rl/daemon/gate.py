@@ -306,13 +306,15 @@ class Gate:
         """
         if self.phase == "fallback":
             return "on the bundle's policy for good (too many rollbacks); restart the daemon to adapt again"
-        if self.phase == "trial":
-            self._end_trial(False, "cancelled", self.incumbent_segments.mean(), float("nan"), 0)
         target = None if to_bundle else self.last_good
-        if self.incumbent is target:
+        trial = self.phase == "trial"  # a candidate is acting: stopping it is a rollback too
+        if self.incumbent is target and not trial:
             return f"already acting from {'the bundle policy' if target is None else 'last-good'}"
-        self.counters.rollbacks += 1
-        self.incumbent = target
+        if trial:
+            self._end_trial(False, "cancelled", self.incumbent_segments.mean(), float("nan"), 0)
+        if self.incumbent is not target:
+            self.counters.rollbacks += 1
+            self.incumbent = target
         if to_bundle:
             self.last_good = None
         digest = self.incumbent_policy().digest()[:16]

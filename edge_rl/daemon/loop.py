@@ -33,16 +33,17 @@ from edge_rl.daemon.source import BundleCheck, BundleSource, record_installed
 from edge_rl.daemon.state import capture, restore_into
 from edge_rl.errors import BadInput
 from edge_rl.runtime.backends import Backend
+from edge_rl.telemetry.schema import Command, Refusal
 from firmware_bridge import Link
 from firmware_bridge.protocol import Action, Error, Obs
 
 if TYPE_CHECKING:
     from edge_rl.telemetry.publish import Publisher
-    from edge_rl.telemetry.schema import Command
 
 RECENT = 256  # recent valid observations the gate checks candidates on
 LATENCIES = 4096  # per-step timings kept for the summary (a ring)
 IDLE_WAIT = 0.02  # seconds `recv` may wait when nothing comes: heartbeats and reloads still run
+COMMANDS_PER_PASS = 4  # operator commands applied between two steps (the rest wait for the next pass)
 
 
 @dataclass
@@ -104,10 +105,13 @@ class Daemon:
         self.arrivals = np.zeros(LATENCIES)  # monotonic time each OBS arrived (terminal ones too)
         self.n_obs = 0
         self.paused = False  # adaptation paused by an operator's command
+        self.epsilon_override: float | None = None  # set by an operator's command, until the next config reload
+        self.boot_steps = 0  # steps answered before this boot (resumed counters): the rings start after them
         self.interval = Interval(config.telemetry.success_reward)
         self.sampled = (time.monotonic(), 0, 0)  # (when, steps, OBS) at the previous telemetry sample
         self.in_fallback: str | None = None
         self.link_state = ""
+        self.telemetry_s = 0.0  # time the loop spent handing telemetry over (samples, commands, notices)
         self.ready_sent = False
         self.store = CheckpointStore(state_dir, config.checkpoint.keep) if state_dir is not None else None
         self.persister: Persister | None = None
@@ -150,6 +154,8 @@ class Daemon:
                 self.events.emit("not_resumed", generation=recovered.generation, reason=str(e))
         self.persister = Persister(self.store)
         self.next_checkpoint = time.monotonic() + self.config.checkpoint.interval_s
+        self.boot_steps = self.counters.steps
+        self.sampled = (time.monotonic(), self.counters.steps, self.n_obs)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, steps: int = 0) -> None:
@@ -218,6 +224,11 @@ class Daemon:
             self.counters.explored += 1
             return self.shield.explore(self.rng), None
         return self.shield.choose(q), None
+
+    def set_epsilon(self, value: float) -> None:
+        """An operator's exploration rate, in force also while recovering, until the config is reloaded."""
+        self.epsilon_override = value
+        self.config = replace(self.config, adapt=replace(self.config.adapt, explore=value, explore_recovering=value))
 
     @property
     def epsilon(self) -> float:
@@ -291,8 +302,13 @@ class Daemon:
     # -- between steps ----------------------------------------------------------------------------
     def _housekeeping(self) -> None:
         self._link_events()
-        if self.telemetry is not None:
+        t = self.telemetry
+        if t is not None and (
+            t.notices or t.commands or time.monotonic() - self.sampled[0] >= self.config.telemetry.interval_s
+        ):
+            started = time.thread_time()  # this thread's CPU: waiting for the GIL is not telemetry's work
             self._telemetry()
+            self.telemetry_s += time.thread_time() - started
         if self.signals.reload:
             self.signals.reload = False
             self.reload()
@@ -327,14 +343,15 @@ class Daemon:
 
     def _reload_config(self) -> None:
         try:
-            new = config_file.load(self.config_path).with_mode(None)
-            if new.adapt.mode != self.mode:
+            new = config_file.load(self.config_path)
+            if new.adapt.mode != self.mode and new.adapt.mode != "off":
                 raise BadInput(f"[adapt] mode {new.adapt.mode!r}: changing the mode needs a restart")
+            new = new.with_mode(self.mode)  # a file without a mode keeps the one --adapt gave
             Shield(self.policy.action.n, self.safe, new.control)  # refuses a mask that cannot work
         except BadInput as e:
             self.events.emit("config_rejected", reason=str(e))
             return
-        self.config = new
+        self.config, self.epsilon_override = new, None
         self.guard.configure(new.control)
         self.shield.configure(new.control)
         self.gate.configure(new.adapt)
@@ -369,7 +386,9 @@ class Daemon:
         while self.telemetry.notices:
             kind, fields = self.telemetry.notices.popleft()
             self.events.emit(kind, **fields)
-        while self.telemetry.commands:
+        for _ in range(COMMANDS_PER_PASS):
+            if not self.telemetry.commands:
+                break
             self._command(self.telemetry.commands.popleft())
         now = time.monotonic()
         if now - self.sampled[0] >= self.config.telemetry.interval_s:
@@ -405,10 +424,11 @@ class Daemon:
             "bundle_version": self.bundle.version,
         }
 
-    def _command(self, command: Command | str) -> None:
+    def _command(self, command: Command | Refusal) -> None:
         """Apply one operator command and answer it with a `command` event (ok, and what happened or why not)."""
-        if isinstance(command, str):
-            self.events.emit("command", ok=False, reason=command)
+        if isinstance(command, Refusal):
+            named = {"cmd": command.name, "id": command.id} if command.name else {}
+            self.events.emit("command", **named, ok=False, reason=command.reason)
             return
         refused = self._apply(command)
         answer = {"cmd": command.name, "id": command.id, "ok": refused is None}
@@ -420,7 +440,7 @@ class Daemon:
         """None when applied, else why not."""
         name = command.name
         if name == "reload":
-            self.reload()
+            self.signals.reload = True  # as SIGHUP (several requests make one reload); results come as events
             return None
         if self.shadow is None:
             return f"{name}: this daemon does not adapt (--adapt off)"
@@ -431,7 +451,7 @@ class Daemon:
             return None
         if name == "set_epsilon":
             assert command.value is not None
-            self.config = replace(self.config, adapt=replace(self.config.adapt, explore=command.value))
+            self.set_epsilon(command.value)
             return None
         return self.gate.operator_rollback(to_bundle=command.to == "bundle")
 
@@ -479,8 +499,8 @@ class Daemon:
         self.events.emit("stopped", steps=self.counters.steps, signal=self.signals.stop)
 
     def summary(self) -> dict[str, Any]:
-        n = min(self.counters.steps, LATENCIES)
-        lat = np.sort(self.latency[:n]) * 1e6 if n else np.zeros(1)
+        steps = self.counters.steps
+        lat = ring_since(self.latency, self.boot_steps, steps) * 1e6 if steps > self.boot_steps else np.zeros(1)
         return {
             **self.counters.as_dict(),
             "latency_p50_us": float(np.percentile(lat, 50)),
@@ -490,4 +510,5 @@ class Daemon:
             "incumbent": self.gate.incumbent_policy().digest()[:16],
             "link": self.link.counters(),
             "watchdog_pings": self.notifier.pings,
+            "telemetry_loop_ms": round(1000 * self.telemetry_s, 3),
         }

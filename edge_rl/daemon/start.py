@@ -8,6 +8,7 @@ act). The installed version is recorded in the state directory, so an older bund
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 EVENTS = "events.jsonl"
 OUTBOX = "telemetry.sqlite"
+SWITCH_INTERVAL_S = 0.001
 
 
 class PeerMismatch(BadInput):
@@ -50,6 +52,9 @@ class Options:
 
 def run_daemon(options: Options, config: DaemonConfig, signals: Signals) -> Daemon:
     """Verify, resume, connect and run until stopped; returns the stopped daemon (for its summary)."""
+    # A background thread (events, checkpoints, telemetry) holding the GIL when an OBS arrives is
+    # made to yield within 1 ms instead of Python's default 5 ms.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     state_dir = options.state_dir
     if state_dir is not None:
         try:
@@ -114,6 +119,7 @@ def run_daemon(options: Options, config: DaemonConfig, signals: Signals) -> Daem
         return daemon
     finally:
         if telemetry is not None:
+            events.listeners.remove(telemetry.event)
             telemetry.close()  # after the last event ("stopped"): it is published if the broker is there
         events.close()
 

@@ -33,6 +33,7 @@ def capture(d: Daemon) -> tuple[dict[str, Any], States]:
         "gate": d.gate.state(),
         "rewards": d.rewards.state(),
         "shadow": [shadow.updates, shadow.skipped, shadow.diverged] if shadow else [0, 0, 0],
+        "operator": {"paused": d.paused, "epsilon": d.epsilon_override},  # commands outlive a restart
     }
     states: States = {
         "learner": shadow.state() if shadow else {"scalars": {}, "arrays": {}},
@@ -56,6 +57,10 @@ def restore_into(d: Daemon, payload: bytes) -> None:
     incumbent, last_good = (_candidate(d, states[slot]) for slot in ("incumbent", "last_good"))
     d.gate.load(meta["gate"], incumbent, last_good)
     d.rewards.load(meta["rewards"])
+    operator = meta.get("operator", {})  # absent in checkpoints written before telemetry
+    d.paused = bool(operator.get("paused", False))
+    if operator.get("epsilon") is not None:
+        d.set_epsilon(float(operator["epsilon"]))
     d.reward_suspect = d.rewards.suspect
     if d.shadow is not None:
         d.shadow.load(states["learner"])

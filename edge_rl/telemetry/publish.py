@@ -1,11 +1,14 @@
 """The telemetry client: one thread between the control loop and the broker.
 
-The loop calls `sample`, `event` and `status`; each is a `put_nowait` on a bounded queue plus one
-byte on a wake-up pipe, so the loop never waits for the disk or the network (a full queue drops
-the item and counts it). The thread numbers each message (`boot`, `seq`), writes it to the
-outbox, then publishes from the outbox at QoS 1 with a bounded window in flight; a row leaves the
-outbox when its PUBACK arrives. paho-mqtt is driven through its external-loop API (`loop_read`,
-`loop_write`, `loop_misc`) from a `select` that also watches the wake-up pipe: no busy polling.
+The loop calls `sample`, `event` and `status`; each is an append to a bounded deque (atomic, no
+lock the thread could hold) plus one byte on a non-blocking wake-up pipe, so the loop never waits
+for the disk or the network (a full deque drops the item and counts it). Whatever goes wrong in
+the thread ends telemetry, not the daemon: one `telemetry_failed` notice, and the loop goes on.
+
+The thread numbers each message (`boot`, `seq`), writes it to the outbox, then publishes from the
+outbox at QoS 1 with a bounded window in flight; a row leaves the outbox when its PUBACK arrives.
+paho-mqtt is driven through its external-loop API (`loop_read`, `loop_write`, `loop_misc`) from a
+`select` that also watches the wake-up pipe: no busy polling.
 
 MQTT 3.1.1 (every broker speaks it, the embedded one only it) on a persistent session: a stable
 client id and clean_session off, so the broker keeps the session's subscription (commands) and
@@ -22,16 +25,17 @@ with a reason; valid ones wait in `commands` for the loop.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
-import queue
 import random
 import select
 import ssl
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +47,12 @@ from edge_rl.telemetry.outbox import Outbox
 from edge_rl.telemetry.settings import Settings
 
 QUEUE = 10_000  # items from the loop not yet in the outbox
+TAKE = 256  # items moved into the outbox per wake-up: the thread's bursts of Python work stay short
 WINDOW = 64  # PUBLISHes in flight awaiting PUBACK
 MISC_EVERY = 1.0  # seconds between paho's keepalive checks (loop_misc)
 CLOSE_WAIT = 3.0  # seconds a clean stop spends publishing what is left
+CONNECT_TIMEOUT = 2.0  # TCP and TLS handshake limit: a stop never waits long behind a dead broker
+RECENT_IDS = 64  # command ids remembered: a QoS 1 duplicate of a command is not run twice
 
 
 class Publisher:
@@ -55,12 +62,14 @@ class Publisher:
         self.settings, self.boot = settings, boot
         self.topics = schema.topics(settings.device)
         self.queue_dropped = 0  # items the loop could not queue (the thread stalled for QUEUE items)
-        self.commands: deque[schema.Command | str] = deque(maxlen=64)  # valid commands, or why one was refused
+        self.commands: deque[schema.Command | schema.Refusal] = deque(maxlen=64)  # for the loop to apply or answer
         self.notices: deque[tuple[str, dict[str, Any]]] = deque(maxlen=256)  # state changes for the event log
         self.counters = {"connects": 0, "disconnects": 0, "refused": 0, "published": 0, "acked": 0, "half_open": 0}
         self.connected = False
+        self.alive = True  # False once the thread has ended (stopped, or failed: see notices)
         self._status = dict(status)
-        self._queue: queue.Queue[tuple[str, Any, float, float] | None] = queue.Queue(QUEUE)
+        self._items: deque[tuple[str, Any, float, float] | None] = deque()
+        self._recent_ids: deque[str] = deque(maxlen=RECENT_IDS)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -70,7 +79,8 @@ class Publisher:
 
     # -- the control loop's side: never blocks ----------------------------------------------------
     def sample(self, fields: dict[str, Any]) -> None:
-        self._put(("sample", fields, time.monotonic(), time.time()))
+        """A sample; the process's CPU time is read now, at the interval's end (not when the thread gets to it)."""
+        self._put(("sample", {**fields, "_cpu": _cpu_seconds()}, time.monotonic(), time.time()))
 
     def event(self, record: dict[str, Any]) -> None:
         self._put(("event", record, record.get("mono", time.monotonic()), record.get("wall", time.time())))
@@ -80,33 +90,37 @@ class Publisher:
         self._put(("status", fields, time.monotonic(), time.time()))
 
     def _put(self, item: tuple[str, Any, float, float] | None) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if not self.alive or (item is not None and len(self._items) >= QUEUE):
             self.queue_dropped += 1
             return
+        self._items.append(item)
         try:
             os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already: the thread is awake
+        except OSError:
+            pass  # the pipe is full of wake-ups already (the thread is awake), or closed (it ended)
 
-    def close(self, timeout: float = CLOSE_WAIT + 2.0) -> None:
+    def close(self) -> None:
         """Publish what is left (bounded), say `offline`, disconnect; the outbox keeps whatever did not go."""
-        try:
-            self._queue.put(None, timeout=1.0)
-            os.write(self._wake_w, b"\0")
-        except (queue.Full, BlockingIOError):
-            pass
-        self._thread.join(timeout)
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._put(None)
+        self._thread.join(CONNECT_TIMEOUT + CLOSE_WAIT + 3.0)
+        self.alive = False
+        if not self._thread.is_alive():  # a thread stuck in a system call keeps its pipe until the process ends
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
 
     # -- the thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
+        _name_os_thread(b"edgerl-telemetry")
+        try:
+            self._serve()
+        except Exception as e:  # telemetry ends, the daemon does not: say so once, drop what comes later
+            self.alive = False
+            self.notices.append(("telemetry_failed", {"error": f"{type(e).__name__}: {e}"[:300]}))
+
+    def _serve(self) -> None:
         s = self.settings
         self.outbox = Outbox(self._outbox_path, s.outbox_bytes)
-        for note in self.outbox.notes:
-            self.notices.append(("telemetry_outbox", {"detail": note}))
+        self._outbox_notes()
         self.seq = 0
         self.cursor = self.outbox.first_id()  # rows up to here are handed to paho
         self.inflight: dict[int, tuple[int, float]] = {}  # mid -> (row id, published at)
@@ -119,8 +133,13 @@ class Publisher:
         stopping = False
         while not stopping:
             stopping = self._take(self._wait())
+            self._outbox_notes()
             self._network()
         self._finish()
+
+    def _outbox_notes(self) -> None:
+        while self.outbox.notes:
+            self.notices.append(("telemetry_outbox", {"detail": self.outbox.notes.pop(0)}))
 
     def _client(self) -> mqtt.Client:
         s = self.settings
@@ -133,9 +152,9 @@ class Publisher:
         client.username_pw_set(s.username, s.password)
         if s.tls:
             client.tls_set(ca_certs=s.ca, certfile=s.certfile, keyfile=s.keyfile, cert_reqs=ssl.CERT_REQUIRED)
-        client.connect_timeout = float(min(s.keepalive_s, 5))
+        client.connect_timeout = min(float(s.keepalive_s), CONNECT_TIMEOUT)
         client.max_inflight_messages_set(WINDOW)
-        client.will_set(self.topics.status, self._status_body("offline"), qos=1, retain=True)
+        client.suppress_exceptions = False  # our callbacks catch what they expect; anything else ends telemetry
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -169,12 +188,14 @@ class Publisher:
             self.client.loop_write()
         if sock is not None and sock in readable:
             self.client.loop_read()
+            while self.state != "down" and getattr(self.client.socket(), "pending", lambda: 0)():
+                self.client.loop_read()  # TLS: records already decrypted wait in the SSL buffer, not the socket
         rows: list[tuple[bytes, bool]] = []
         stop = False
-        while True:
+        for _ in range(TAKE):
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+                item = self._items.popleft()
+            except IndexError:
                 break
             if item is None:
                 stop = True
@@ -187,6 +208,8 @@ class Publisher:
                 continue
             rows.append((self._message(kind, body, mono, wall), kind == "event"))
         self.outbox.add(rows)
+        if self._items and not stop:
+            os.write(self._wake_w, b"\0")  # more to take: the next select returns at once
         return stop
 
     def _message(self, kind: str, body: dict[str, Any], mono: float, wall: float) -> bytes:
@@ -194,16 +217,20 @@ class Publisher:
         head = {"v": schema.VERSION, "device": self.settings.device, "boot": self.boot, "seq": self.seq, "kind": kind}
         head.update(wall=round(wall, 6), mono=round(mono, 6))
         if kind == "sample":
+            cpu = body.pop("_cpu")
             head.update(body)
-            head.update(self._process_figures(mono))
+            head.update(self._process_figures(mono, cpu))
         else:
             data = {k: v for k, v in body.items() if k not in ("seq", "boot", "mono", "wall", "kind")}
             head.update(event=body.get("kind", "?"), data={"event_seq": body.get("seq"), **data})
-        return json.dumps(_jsonable(head), separators=(",", ":"), allow_nan=False).encode()
+        encoded = json.dumps(_jsonable(head), separators=(",", ":"), allow_nan=False).encode()
+        if len(encoded) > schema.MAX_MESSAGE_BYTES:  # a broker would take it and drop it: an unexplained gap
+            head["data" if kind == "event" else "returns"] = {"truncated_bytes": len(encoded)}
+            encoded = json.dumps(_jsonable(head), separators=(",", ":"), allow_nan=False).encode()
+        return encoded
 
-    def _process_figures(self, mono: float) -> dict[str, Any]:
+    def _process_figures(self, mono: float, cpu: float) -> dict[str, Any]:
         """RSS, CPU share since the previous sample, and this client's own counters (read here, not in the loop)."""
-        cpu = _cpu_seconds()
         then, cpu_then = self.cpu_mark
         self.cpu_mark = (mono, cpu)
         elapsed = mono - then
@@ -216,6 +243,8 @@ class Publisher:
                 "outbox_rows": self.outbox.rows,
                 "outbox_bytes": self.outbox.bytes,
                 "dropped_samples": self.outbox.dropped_samples,
+                "dropped_events": self.outbox.dropped_events,
+                "outbox_on_disk": self.outbox.on_disk,
                 "queue_dropped": self.queue_dropped,
             },
         }
@@ -244,15 +273,15 @@ class Publisher:
 
     def _connect(self, now: float) -> None:
         s = self.settings
-        self.attempt_started = now
+        self.client.will_set(self.topics.status, self._status_body("offline"), qos=1, retain=True)  # as of now
         try:
             self.client.reconnect()
         except (OSError, ValueError) as e:
-            self._schedule(now)
+            self._schedule(time.monotonic())
             self._notice_down(f"cannot connect to {s.url}: {e}")
             return
         self.state = "connecting"
-        self.last_misc = now
+        self.attempt_started = self.last_misc = time.monotonic()  # the CONNACK's clock starts after the handshake
 
     def _schedule(self, now: float) -> None:
         lo, hi = self.settings.reconnect_s
@@ -290,7 +319,8 @@ class Publisher:
         self._down_reason = None
         for mid, (row, _) in self.inflight.items():  # paho resends these: their PUBACK clock starts now
             self.inflight[mid] = (row, now)
-        client.subscribe(self.topics.cmd, qos=1)
+        if not flags.session_present:  # the broker kept our subscription otherwise (and would resend retained ones)
+            client.subscribe(self.topics.cmd, qos=1)
         self._publish_status("online")
         self.notices.append(("telemetry_up", {"broker": self.settings.url, "session_present": flags.session_present}))
 
@@ -305,12 +335,20 @@ class Publisher:
         if message.topic != self.topics.cmd or not message.payload:
             return  # not ours (a broker passing on another subscription's retained message), or a retained one cleared
         if message.retain:
-            self.commands.append("a retained command is never run (it would run again on every connect)")
+            self.commands.append(schema.Refusal("a retained command is never run (it would run on every subscribe)"))
             return
         try:
-            self.commands.append(schema.parse_command(message.payload))
+            command = schema.parse_command(message.payload)
         except BadInput as e:
-            self.commands.append(str(e))
+            self.commands.append(schema.Refusal(str(e)))
+            return
+        if command.id and command.id in self._recent_ids:
+            refusal = schema.Refusal(f"command id {command.id!r} was already run (a duplicate delivery)")
+            self.commands.append(replace(refusal, name=command.name, id=command.id))
+            return
+        if command.id:
+            self._recent_ids.append(command.id)
+        self.commands.append(command)
 
     def _settle_acks(self) -> None:
         rows = [self.inflight.pop(mid)[0] for mid in self.acked if mid in self.inflight]
@@ -364,9 +402,17 @@ def _jsonable(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if hasattr(value, "item"):  # numpy scalar
-        return _jsonable(value.item())
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return _jsonable(value.tolist())
     return str(value)
+
+
+def _name_os_thread(name: bytes) -> None:
+    """The name `top -H` and /proc/<pid>/task/*/comm show for this thread (Linux; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def _cpu_seconds() -> float:

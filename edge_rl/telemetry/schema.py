@@ -26,6 +26,7 @@ ROOT = "edgerl"
 MAX_MESSAGE_BYTES = 64 << 10  # a reader refuses anything larger (a sample is ~1.5 KB)
 MAX_COMMAND_BYTES = 1024
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # no MQTT wildcards, no '/', no '$'
+COMMAND_ID = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")  # echoed into logs: no newlines, no escapes
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,20 @@ class Command:
     to: str = "last_good"
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A command that will not run, and why (answered like any other)."""
+
+    reason: str
+    name: str = ""
+    id: str = ""
+
+
 def parse_command(payload: bytes) -> Command:
     """A validated command (size, JSON object, allow-listed name and keys, typed values), or BadInput."""
     if len(payload) > MAX_COMMAND_BYTES:
         raise BadInput(f"command of {len(payload)} bytes: at most {MAX_COMMAND_BYTES}")
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadInput("command is not JSON") from None
+    doc = _json(payload, "command")
     if not isinstance(doc, dict):
         raise BadInput("command must be a JSON object")
     unknown = sorted(set(doc) - COMMAND_KEYS)
@@ -142,8 +149,8 @@ def parse_command(payload: bytes) -> Command:
     name, cid = doc.get("cmd"), doc.get("id", "")
     if name not in COMMANDS:
         raise BadInput(f"command {name!r} is not one of {', '.join(COMMANDS)}")
-    if not isinstance(cid, str) or len(cid) > 64:
-        raise BadInput("command id must be a string of at most 64 characters")
+    if not isinstance(cid, str) or not COMMAND_ID.match(cid):
+        raise BadInput("command id must be at most 64 letters, digits, '_', '.', ':' or '-'")
     value = doc.get("value")
     if name == "set_epsilon":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -165,10 +172,7 @@ def parse_message(payload: bytes) -> dict[str, Any]:
     """A telemetry or status message as a dict, checked for the common fields, or BadInput (one line)."""
     if len(payload) > MAX_MESSAGE_BYTES:
         raise BadInput(f"message of {len(payload)} bytes: at most {MAX_MESSAGE_BYTES}")
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise BadInput("message is not JSON") from None
+    doc = _json(payload, "message")
     if not isinstance(doc, dict):
         raise BadInput("message must be a JSON object")
     if doc.get("v") != VERSION:
@@ -184,3 +188,12 @@ def parse_message(payload: bytes) -> dict[str, Any]:
     if kind != "status" and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
         raise BadInput(f"message seq {seq!r}")
     return doc
+
+
+def _json(payload: bytes, what: str) -> Any:
+    try:
+        return json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadInput(f"{what} is not JSON") from None
+    except RecursionError:  # e.g. a thousand nested brackets: json recurses once per level
+        raise BadInput(f"{what} is nested too deeply") from None

@@ -9,6 +9,7 @@ checks off: `tls_insecure` is refused where it could be given.
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +46,16 @@ class Settings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
+def _check_tls_files(ca: str | None, certfile: str | None, keyfile: str | None) -> None:
+    """Load the certificates now: a malformed file is a one-line refusal at start, not a failure later."""
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if certfile is not None:
+            context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise BadInput(f"[telemetry] cannot load the TLS files ({e})") from None
+
+
 def from_config(c: TelemetryConfig, device_id: str) -> Settings | None:
     """Settings from the `[telemetry]` config (None when its url is empty: telemetry off)."""
     url = c.url
@@ -78,6 +89,8 @@ def from_config(c: TelemetryConfig, device_id: str) -> Settings | None:
     for name, path in files.items():
         if path is not None and not os.access(path, os.R_OK):
             raise BadInput(f"[telemetry] {name}: cannot read {Path(path)}")
+    if tls:
+        _check_tls_files(files["ca"], files["certfile"], files["keyfile"])
     if c.reconnect_min_s > c.reconnect_max_s:
         raise BadInput("[telemetry] reconnect_min_s is larger than reconnect_max_s")
     return Settings(
