@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -45,9 +46,16 @@ def device(pty: SocatPair, steps: int = 0):
 
 
 def stop(proc) -> tuple[str, str]:
+    """SIGTERM and the output; a process already stopped (and read) gives nothing more."""
+    if proc.returncode is not None:
+        return "", ""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-    return proc.communicate(timeout=30)
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
 
 
 def summary(out: str) -> dict:
@@ -98,6 +106,7 @@ def test_s7_broker_killed_and_restarted_loses_no_telemetry_and_never_touches_the
         time.sleep(1.0)  # the monitor's copy, and duplicates of the last in-flight messages, if any
         monitor_out, _ = stop(monitor)
     finally:
+        stop(run)
         stop(dev)
         stop(monitor)
         watcher.stop()
@@ -165,6 +174,7 @@ def test_s8_a_black_holed_connection_is_noticed_within_a_keepalive_and_recovered
         assert run.returncode == 0, err[-2000:]
         watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event")
     finally:
+        stop(run)
         stop(dev)
         watcher.stop()
         proxy.close()
@@ -211,6 +221,7 @@ def test_s9_events_wait_for_an_absent_monitor_and_arrive_in_order(
         assert run.returncode == 0, err[-2000:]
         returned.wait(lambda: returned.events("stopped"), 30, "the stopped event")
     finally:
+        stop(run)
         stop(dev)
         operator.stop()
     returned.stop()
@@ -308,6 +319,7 @@ def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_ou
         assert run.returncode == 0, err[-2000:]
         watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event")
     finally:
+        stop(run)
         stop(dev)
         proxy.close()
     watcher.stop()
