@@ -51,7 +51,7 @@ class Interval:
         periods = np.diff(arrivals) * 1e6
         fields = {
             "returns": [round(r, 6) for r in self.returns[-MAX_RETURNS:]],
-            "return_mean": float(np.mean(self.recent_returns)) if self.recent_returns else None,
+            "return_mean": sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else None,
             "reward_mean": self.reward_sum / n if n else None,
             "success_rate": self.successes / n if n else None,
             **_percentiles("period", periods),
@@ -64,10 +64,18 @@ class Interval:
 
 
 def _percentiles(name: str, values: np.ndarray) -> dict[str, float | None]:
-    if not len(values):
+    """p50 and p99 by linear interpolation on the sorted values (np.percentile costs ~100 us a call here)."""
+    n = len(values)
+    if not n:
         return {f"{name}_p50_us": None, f"{name}_p99_us": None}
-    p50, p99 = np.percentile(values, (50, 99))
-    return {f"{name}_p50_us": round(float(p50), 1), f"{name}_p99_us": round(float(p99), 1)}
+    ordered = np.sort(values)
+    return {f"{name}_p{int(q * 100)}_us": round(_at(ordered, q * (n - 1)), 1) for q in (0.5, 0.99)}
+
+
+def _at(ordered: np.ndarray, position: float) -> float:
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
 def ring_since(ring: np.ndarray, start: int, end: int) -> np.ndarray:
