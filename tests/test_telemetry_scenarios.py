@@ -97,7 +97,7 @@ def test_s7_broker_killed_and_restarted_loses_no_telemetry_and_never_touches_the
             mosquitto.kill()
             time.sleep(down)
             mosquitto.start()
-            time.sleep(1.5)
+            time.sleep(2.5)  # > the largest reconnect delay (1 s x 1.5 jitter): each restart gets its reconnect
             assert run.poll() is None
         fds_after = len(os.listdir(f"/proc/{run.pid}/fd"))
         out, err = stop(run)
