@@ -1,6 +1,6 @@
 """The radio, end to end: an AntiJam policy trained, compressed, signed, deployed on the C radio simulator, adapting.
 
-    python examples/radio_antijam.py                         # what `make demo` runs: ~2 min on 2 cores
+    python examples/radio_antijam.py                         # what `make demo` runs: ~1.5 min on 2 cores
     python examples/radio_antijam.py --seed 1 --out runs/radio-seed1
 
 1. build the C radio simulator (firmware_bridge/firmware, `make sim`);
@@ -9,7 +9,7 @@
 4. export the student as a bundle signed with a fresh key, then verify it as a device would (`edge-rl export`,
    `edge-rl verify --public-key`);
 5. start the embedded MQTT broker (`edge-rl broker`) and the fleet monitor recording it (`edge-rl monitor`);
-6. start the daemon (`edge-rl run --adapt full --telemetry ...`) on one end of a pty, the C radio simulator
+6. start the daemon (`edge-rl run --adapt head --telemetry ...`) on one end of a pty, the C radio simulator
    on the other; from slot --switch-at the simulator's jammer turns reactive: it jams the channel the radio
    used one slot before, which the sweeping-trained policy does not expect. The shadow learner adapts, the
    gate promotes what wins a trial;
@@ -42,8 +42,8 @@ from story import (
     ROOT,
     Live,
     Record,
+    Scenario,
     Steps,
-    cli,
     fmt,
     plot,
     pty_pair,
@@ -54,6 +54,8 @@ from story import (
     start_daemon,
     start_monitor,
     steps_to_recover,
+    train_and_compress,
+    watch,
     window_mean,
 )
 
@@ -67,14 +69,14 @@ DEVICE_WINDOW = 1000  # slots per line of the simulator's own delivery count
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seed", type=int, default=0, help="seed of training, distillation, the learner and the radio")
+    p.add_argument("--seed", type=int, default=0, help="seed of training, distillation, the learner and the radio (0)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "demo", help="output directory (default: runs/demo)")
     p.add_argument("--train-steps", type=int, default=30_000, help="DQN steps of the teacher (default: 30000)")
-    p.add_argument("--distill-steps", type=int, default=8000, help="distillation steps (default: 8000)")
-    p.add_argument("--hidden", default="24,24", help="the student's hidden widths (default: 24,24)")
-    p.add_argument("--adapt", choices=("off", "head", "full"), default="full", help="daemon adaptation (default: full)")
+    p.add_argument("--distill-steps", type=int, default=15_000, help="distillation steps (default: 15000)")
+    p.add_argument("--hidden", default="48,48", help="the student's hidden widths (default: 48,48)")
+    p.add_argument("--adapt", choices=("off", "head", "full"), default="head", help="daemon adaptation (default: head)")
     p.add_argument("--period-ms", type=int, default=1, help="the radio's slot period in ms (default: 1)")
-    p.add_argument("--steps", type=int, default=40_000, help="radio slots to run (default: 40000)")
+    p.add_argument("--steps", type=int, default=50_000, help="radio slots to run (default: 50000)")
     p.add_argument("--switch-at", type=int, default=10_000, help="slot of the jammer switch (default: 10000)")
     p.add_argument("--then", default="reactive", help="the jammer after the switch (default: reactive)")
     p.add_argument("--png", type=Path, default=None, help="the PNG (default: OUT/antijam.png)")
@@ -103,41 +105,6 @@ def best_success(jammer: str) -> float:
     best = float(env.unwrapped.best_success_rate)
     env.close()
     return best
-
-
-def success_on(policy_dir: Path, jammer: str, episodes: int = 50, seed: int = 50_000) -> tuple[float, float]:
-    """(success rate of the greedy policy, the env's best) against `jammer`."""
-    from edge_rl.evaluate import evaluate
-    from edge_rl.policy import Policy
-
-    result = evaluate(Policy.load(policy_dir).act, ENV, episodes, seed, {"jammer": jammer})
-    return float(result.success_rate), best_success(jammer)
-
-
-def train_and_compress(args: argparse.Namespace, steps: Steps) -> tuple[Path, Path]:
-    out = args.out
-    teacher, student, bundle, key = out / "teacher", out / "student-int8", out / "bundle", out / "fleet-key"
-    with steps.step(f"train a DQN teacher on {ENV} against a sweeping jammer ({args.train_steps:,} steps)"):
-        kwargs = json.dumps({"jammer": "sweeping"})
-        cli("train", ENV, "--env-kwargs", kwargs, "--steps", args.train_steps, "--seed", args.seed, "--out", teacher)
-        now, best = success_on(teacher, "sweeping")
-        later, later_best = success_on(teacher, args.then)
-        say(f"teacher's success rate: {now:.3f} against the sweeping jammer (best {best:.2f}), {later:.3f} against")
-        say(f"a {args.then} jammer (best {later_best:.2f}): the switch the radio will meet in the field")
-    with steps.step(f"distill the teacher into an int8 student (hidden {args.hidden}, {args.distill_steps:,} steps)"):
-        cli(
-            "distill", teacher, "--hidden", args.hidden, "--quant", "int8", "--steps", args.distill_steps,
-            "--seed", args.seed, "--out", student, "--quiet",
-        )  # fmt: skip
-    with steps.step("export a signed bundle and verify it as the device will"):
-        shutil.rmtree(bundle, ignore_errors=True)
-        for path in (key, key.with_suffix(".pub")):
-            path.unlink(missing_ok=True)
-        cli("keygen", "--out", key)
-        cli("export", student, "--out", bundle, "--sign", key)
-        say("the device checks every file's hash, the signature with the pinned public key and the golden I/O:")
-        cli("verify", bundle, "--public-key", key.with_suffix(".pub"))
-    return bundle, key.with_suffix(".pub")
 
 
 class Radio:
@@ -179,50 +146,6 @@ class Radio:
         return float(np.mean(inside)) if inside else math.nan
 
 
-class Progress:
-    """A tqdm bar on a terminal, else a plain line every few seconds; event lines printed above it."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.tty = total, sys.stdout.isatty()
-        self.bar: Any = None
-        self.last_line = 0.0
-        if self.tty:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=True)
-
-    def update(self, steps: int, status: str) -> None:
-        if self.bar is not None:
-            self.bar.n = min(steps, self.total)
-            self.bar.set_postfix_str(status, refresh=False)
-            self.bar.refresh()
-        elif time.monotonic() - self.last_line >= 5:
-            print(f"  step {steps:>7,}/{self.total:,}  {status}", flush=True)
-            self.last_line = time.monotonic()
-
-    def write(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(f"  {text}")
-        else:
-            print(f"  {text}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def describe(event: dict[str, Any], step: float) -> str | None:
-    data, kind = event.get("data", {}), event.get("event")
-    if kind == "candidate_promoted":
-        return (
-            f"step {step:,.0f}: candidate promoted: {data.get('trial', math.nan):.3f} reward/step on trial vs the "
-            f"incumbent's {data.get('baseline', math.nan):.3f} (telemetry)"
-        )
-    if kind in ("rollback", "drift_alarm", "fallback", "confirmed", "safe_action"):
-        return f"step {step:,.0f}: {kind.replace('_', ' ')} (telemetry)"
-    return None
-
-
 def deploy(args: argparse.Namespace, steps: Steps, bundle: Path, public_key: Path) -> tuple[Record, Radio]:
     live_dir = args.out / "live"
     shutil.rmtree(live_dir, ignore_errors=True)
@@ -259,35 +182,7 @@ def deploy(args: argparse.Namespace, steps: Steps, bundle: Path, public_key: Pat
             radio_proc = live.start("radio", [SIM, *radio_args], stdin=master, stdout=master)
             os.close(master)  # the simulator holds it now
             record, radio = Record(record_path, DEVICE_ID), Radio(radio_log)
-            progress = Progress(args.steps)
-            try:
-                while True:
-                    done = radio_proc.popen.poll() is not None
-                    _, events = record.poll()
-                    for line in radio.poll():
-                        progress.write(line)
-                    for event in events:
-                        text = describe(event, record.steps_at(event["mono"]))
-                        if text:
-                            progress.write(text)
-                    if daemon.popen.poll() is not None:
-                        raise SystemExit(
-                            f"the daemon exited with {daemon.popen.returncode}: see {relative(str(daemon.log))}"
-                        )
-                    if record.samples:
-                        s = record.samples[-1]
-                        rate = s.get("success_rate")
-                        status = (
-                            f"success {fmt(rate, 2)}  promotions {s.get('promotions', 0)}  rollbacks "
-                            f"{s.get('rollbacks', 0)}  safe actions {s.get('safe_actions', 0)}  "
-                            f"{s.get('rate_hz') or 0:,.0f} steps/s"
-                        )
-                        progress.update(int(s["steps"]), status)
-                    if done:
-                        break
-                    time.sleep(0.25)
-            finally:
-                progress.close()
+            watch(record, radio_proc, daemon, args.steps, "success_rate", radio.poll)
             say(f"the radio ran its {args.steps:,} slots (exit {radio_proc.popen.returncode})")
             time.sleep(1.5)  # the daemon's next sample covers the last steps
             say(f"daemon stopped (exit {live.stop(daemon)}; SIGTERM: state saved in {relative(str(state))})")
@@ -391,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"edge-rl demo: the radio (AntiJam) end to end, seed {args.seed}, into {relative(str(args.out))}")
     with steps.step("build the C radio simulator"):
         build_simulator()
-    bundle, public_key = train_and_compress(args, steps)
+    radio_story = Scenario(
+        "radio", ENV, {"jammer": "sweeping"}, {"jammer": args.then}, "success_rate", "success rate",
+        args.train_steps, args.distill_steps, args.hidden,
+    )  # fmt: skip
+    bundle, public_key = train_and_compress(radio_story, args.out, args.seed, steps)
     record, radio = deploy(args, steps, bundle, public_key)
     with steps.step("summary and plot"):
         best = best_success(args.then)
