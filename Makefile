@@ -35,9 +35,10 @@ test-kernels: $(STAMP) system
 	.ci/other-kernels $(BIN)/python -m pytest -q -m learning
 
 # the suite as a device install sees it: numpy, the runtimes and the links, never torch or the exporters
+# (plus the operator's monitor and the embedded broker, which the telemetry tests run beside the daemon)
 test-device: system
 	test -x .venv-device/bin/python || $(PYTHON) -m venv .venv-device
-	.venv-device/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[device]' pytest hypothesis
+	.venv-device/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[device,monitor,demo]' pytest hypothesis
 	.venv-device/bin/python -m pytest -q -p no:cacheprovider
 
 # installs and runs on a Raspberry Pi 4's CPU (arm64 bookworm under qemu-user, as root; rootfs in /var/tmp)
