@@ -26,6 +26,7 @@ from edge_rl.daemon.events import EventLog
 from edge_rl.daemon.gate import Candidate, Gate
 from edge_rl.daemon.guard import InputGuard, RewardEnvelope, Shield
 from edge_rl.daemon.interval import Interval, ring_since
+from edge_rl.daemon.operator import answer, bundle_status, telemetry_sample
 from edge_rl.daemon.service import Notifier, Signals
 from edge_rl.daemon.shadow import ShadowLearner
 from edge_rl.daemon.snapshot import Persister
@@ -33,7 +34,6 @@ from edge_rl.daemon.source import BundleCheck, BundleSource, record_installed
 from edge_rl.daemon.state import capture, restore_into
 from edge_rl.errors import BadInput
 from edge_rl.runtime.backends import Backend
-from edge_rl.telemetry.schema import Command, Refusal
 from firmware_bridge import Link
 from firmware_bridge.protocol import Action, Error, Obs
 
@@ -64,16 +64,6 @@ class LoopCounters:
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in vars(self).items() if k != "fallbacks"}
         return {**d, "fallbacks": dict(self.fallbacks)}
-
-
-def bundle_status(bundle: Bundle, mode: str) -> dict[str, Any]:
-    """What the retained telemetry status says about the acting bundle, besides online/offline."""
-    return {
-        "bundle_version": bundle.version,
-        "model_id": bundle.policy.digest()[:16],
-        "precision": bundle.manifest.get("precision"),
-        "adapt": mode,
-    }
 
 
 class Daemon:
@@ -389,71 +379,10 @@ class Daemon:
         for _ in range(COMMANDS_PER_PASS):
             if not self.telemetry.commands:
                 break
-            self._command(self.telemetry.commands.popleft())
+            answer(self, self.telemetry.commands.popleft())
         now = time.monotonic()
         if now - self.sampled[0] >= self.config.telemetry.interval_s:
-            self.telemetry.sample(self.sample(now))
-
-    def sample(self, now: float) -> dict[str, Any]:
-        """The telemetry sample for the interval since the previous one (docs/telemetry.md lists every field)."""
-        c, gate = self.counters, self.gate.counters
-        then, steps_then, obs_then = self.sampled
-        self.sampled = (now, c.steps, self.n_obs)
-        elapsed = now - then
-        arrivals = ring_since(self.arrivals, max(obs_then - 1, 0), self.n_obs)  # one before: the first period
-        latencies = ring_since(self.latency, steps_then, c.steps)
-        return {
-            "interval_s": round(elapsed, 4),
-            "steps": c.steps,
-            "rate_hz": round((c.steps - steps_then) / elapsed, 2) if elapsed > 0 else None,
-            "episodes": c.terminal,
-            **self.interval.take(arrivals, latencies),
-            "updates": self.shadow.updates if self.shadow else 0,
-            "epsilon": self.epsilon,
-            "adapt": self.mode,
-            "paused": self.paused,
-            "gate_phase": self.gate.phase,
-            "promotions": gate.promotions,
-            "rollbacks": gate.rollbacks,
-            "drift_alarms": gate.drift_alarms,
-            "trials": gate.trials,
-            "safe_actions": c.safe_actions,
-            "fallbacks": dict(c.fallbacks),
-            "deadline_misses": c.fallbacks.get("deadline", 0),
-            "link": {"state": self.link.state.value, **self.link.counters()},
-            "bundle_version": self.bundle.version,
-        }
-
-    def _command(self, command: Command | Refusal) -> None:
-        """Apply one operator command and answer it with a `command` event (ok, and what happened or why not)."""
-        if isinstance(command, Refusal):
-            named = {"cmd": command.name, "id": command.id} if command.name else {}
-            self.events.emit("command", **named, ok=False, reason=command.reason)
-            return
-        refused = self._apply(command)
-        answer = {"cmd": command.name, "id": command.id, "ok": refused is None}
-        if command.value is not None:
-            answer["value"] = command.value
-        self.events.emit("command", **answer, **({"reason": refused} if refused else {}))
-
-    def _apply(self, command: Command) -> str | None:
-        """None when applied, else why not."""
-        name = command.name
-        if name == "reload":
-            self.signals.reload = True  # as SIGHUP (several requests make one reload); results come as events
-            return None
-        if self.shadow is None:
-            return f"{name}: this daemon does not adapt (--adapt off)"
-        if name in ("pause", "resume"):
-            if self.paused == (name == "pause"):
-                return f"adaptation is already {'paused' if self.paused else 'running'}"
-            self.paused = name == "pause"
-            return None
-        if name == "set_epsilon":
-            assert command.value is not None
-            self.set_epsilon(command.value)
-            return None
-        return self.gate.operator_rollback(to_bundle=command.to == "bundle")
+            self.telemetry.sample(telemetry_sample(self, now))
 
     def checkpoint(self) -> None:
         """Hand a copy of the state to the writer thread (never waits for the disk)."""
@@ -495,7 +424,7 @@ class Daemon:
         if self.gate.actor is not self.gate.bundle_actor:
             self.gate.actor.close()
         if self.telemetry is not None:
-            self.telemetry.sample(self.sample(time.monotonic()))  # the last interval too
+            self.telemetry.sample(telemetry_sample(self, time.monotonic()))  # the last interval too
         self.events.emit("stopped", steps=self.counters.steps, signal=self.signals.stop)
 
     def summary(self) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from edge_rl.daemon.config import DaemonConfig
 from edge_rl.daemon.events import EventLog
-from edge_rl.daemon.loop import Daemon, bundle_status
+from edge_rl.daemon.loop import Daemon
+from edge_rl.daemon.operator import bundle_status
 from edge_rl.daemon.service import Notifier, Signals
 from edge_rl.daemon.source import BundleSource, installed_version, record_installed
 from edge_rl.errors import BadInput, ExitCode
