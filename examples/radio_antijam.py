@@ -1,6 +1,6 @@
 """The radio, end to end: an AntiJam policy trained, compressed, signed, deployed on the C radio simulator, adapting.
 
-    python examples/radio_antijam.py                         # what `make demo` runs: ~1.5 min on 2 cores
+    python examples/radio_antijam.py                         # what `make demo` runs: ~2 min on 2 cores
     python examples/radio_antijam.py --seed 1 --out runs/radio-seed1
 
 1. build the C radio simulator (firmware_bridge/firmware, `make sim`);
@@ -9,7 +9,7 @@
 4. export the student as a bundle signed with a fresh key, then verify it as a device would (`edge-rl export`,
    `edge-rl verify --public-key`);
 5. start the embedded MQTT broker (`edge-rl broker`) and the fleet monitor recording it (`edge-rl monitor`);
-6. start the daemon (`edge-rl run --adapt head --telemetry ...`) on one end of a pty, the C radio simulator
+6. start the daemon (`edge-rl run --adapt full --telemetry ...`) on one end of a pty, the C radio simulator
    on the other; from slot --switch-at the simulator's jammer turns reactive: it jams the channel the radio
    used one slot before, which the sweeping-trained policy does not expect. The shadow learner adapts, the
    gate promotes what wins a trial;
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=30_000, help="DQN steps of the teacher (default: 30000)")
     p.add_argument("--distill-steps", type=int, default=15_000, help="distillation steps (default: 15000)")
     p.add_argument("--hidden", default="48,48", help="the student's hidden widths (default: 48,48)")
-    p.add_argument("--adapt", choices=("off", "head", "full"), default="head", help="daemon adaptation (default: head)")
+    p.add_argument("--adapt", choices=("off", "head", "full"), default="full", help="daemon adaptation (default: full)")
     p.add_argument("--period-ms", type=int, default=1, help="the radio's slot period in ms (default: 1)")
     p.add_argument("--steps", type=int, default=50_000, help="radio slots to run (default: 50000)")
     p.add_argument("--switch-at", type=int, default=10_000, help="slot of the jammer switch (default: 10000)")
