@@ -119,7 +119,9 @@ def test_s7_broker_killed_and_restarted_loses_no_telemetry_and_never_touches_the
     assert seen["messages"] >= last  # every one, duplicates counted apart
     s = summary(out)
     assert s["fallbacks"] == {} and s["safe_actions"] == 0, s  # no deadline miss, no fallback of any kind
-    assert all(d["deadline_misses"] == 0 and d["act_p99_us"] < 20_000 for d in samples(watcher, boot))
+    acted = [d for d in samples(watcher, boot) if d["act_p99_us"] is not None]  # None: no step in the interval
+    assert len(acted) >= 10 and all(d["act_p99_us"] < 20_000 for d in acted)
+    assert all(d["deadline_misses"] == 0 for d in samples(watcher, boot))
     assert {d["boot"] for d in watcher.docs()} == {boot}  # one process throughout
     assert fds_after <= fds + 2, (fds, fds_after)
     rss = [d["rss_mb"] for d in samples(watcher, boot)]
