@@ -316,7 +316,8 @@ def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_ou
         time.sleep(0.5)  # its SUBSCRIBE is through
         proxy.mode = PASS
         boot = boot_of(watcher)
-        watcher.wait(lambda: len(samples(watcher, boot)) > 50, 30, "samples after the broker came")
+        up = watcher.wait(lambda: watcher.events("telemetry_up"), 30, "the connection")[0]["seq"]
+        watcher.wait(lambda: len([d for d in samples(watcher, boot) if d["seq"] > up]) >= 10, 30, "the drain")
         out, err = stop(run)
         assert run.returncode == 0, err[-2000:]
         watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event")

@@ -7,7 +7,9 @@ what the last one could not, in order, before its own messages.
 Bounded: past `max_bytes` the oldest samples go first (counted); events are kept up to a hard
 ceiling of `EVENT_CEILING` x `max_bytes`, past which the oldest events go too (counted), so a
 storm of events during a long outage cannot fill the disk the checkpoints share. Rows already
-handed to the MQTT client (`in_flight_upto`) are never dropped: they may still arrive.
+handed to the MQTT client (`in_flight_upto`, at most the publisher's window) are never dropped
+and do not count against the bound: they may still arrive, and are acknowledged in moments, so
+a backlog draining after an outage does not push out the samples that follow it.
 
 Telemetry must never stop the daemon: a file SQLite reports as corrupt is set aside (`.bad`,
 `.bad.1`, ...) and a new one started; a disk that refuses to open or write the file (read-only,
@@ -107,10 +109,14 @@ class Outbox:
             self.db.executemany("INSERT INTO outbox (event, body) VALUES (?, ?)", [(int(e), b) for b, e in messages])
         self.rows += len(messages)
         self.bytes += sum(len(b) for b, _ in messages)
-        if self.bytes > self.max_bytes:
-            self.dropped_samples += self._drop_oldest(events=False, down_to=self.max_bytes)
-        if self.bytes > EVENT_CEILING * self.max_bytes:
-            self.dropped_events += self._drop_oldest(events=True, down_to=EVENT_CEILING * self.max_bytes)
+        if self.bytes > self.max_bytes:  # the bound is on what waits: rows in flight (acked in moments) come on top
+            held = self.db.execute(
+                "SELECT coalesce(sum(length(body)), 0) FROM outbox WHERE id <= ?", (self.in_flight_upto,)
+            ).fetchone()[0]
+            if self.bytes - held > self.max_bytes:
+                self.dropped_samples += self._drop_oldest(events=False, down_to=self.max_bytes + held)
+            if self.bytes - held > EVENT_CEILING * self.max_bytes:
+                self.dropped_events += self._drop_oldest(events=True, down_to=EVENT_CEILING * self.max_bytes + held)
 
     def pending(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to `limit` rows with id > `after`, oldest first."""

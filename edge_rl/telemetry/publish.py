@@ -25,9 +25,7 @@ with a reason; valid ones wait in `commands` for the loop.
 
 from __future__ import annotations
 
-import ctypes
 import json
-import math
 import os
 import random
 import select
@@ -44,6 +42,7 @@ import paho.mqtt.client as mqtt
 from edge_rl.errors import BadInput
 from edge_rl.telemetry import schema
 from edge_rl.telemetry.outbox import Outbox
+from edge_rl.telemetry.process import cpu_seconds, jsonable, name_os_thread, rss_mb
 from edge_rl.telemetry.settings import Settings
 
 QUEUE = 10_000  # items from the loop not yet in the outbox
@@ -80,7 +79,7 @@ class Publisher:
     # -- the control loop's side: never blocks ----------------------------------------------------
     def sample(self, fields: dict[str, Any]) -> None:
         """A sample; the process's CPU time is read now, at the interval's end (not when the thread gets to it)."""
-        self._put(("sample", {**fields, "_cpu": _cpu_seconds()}, time.monotonic(), time.time()))
+        self._put(("sample", {**fields, "_cpu": cpu_seconds()}, time.monotonic(), time.time()))
 
     def event(self, record: dict[str, Any]) -> None:
         self._put(("event", record, record.get("mono", time.monotonic()), record.get("wall", time.time())))
@@ -110,7 +109,7 @@ class Publisher:
 
     # -- the thread ---------------------------------------------------------------------------------
     def _run(self) -> None:
-        _name_os_thread(b"edgerl-telemetry")
+        name_os_thread(b"edgerl-telemetry")
         try:
             self._serve()
         except Exception as e:  # telemetry ends, the daemon does not: say so once, drop what comes later
@@ -128,7 +127,7 @@ class Publisher:
         self.state = "down"  # down | connecting | up
         self.next_attempt, self.delay, self.attempt_started = 0.0, s.reconnect_s[0], 0.0
         self.last_misc = 0.0
-        self.cpu_mark = (time.monotonic(), _cpu_seconds())
+        self.cpu_mark = (time.monotonic(), cpu_seconds())
         self.client = self._client()
         stopping = False
         while not stopping:
@@ -223,10 +222,10 @@ class Publisher:
         else:
             data = {k: v for k, v in body.items() if k not in ("seq", "boot", "mono", "wall", "kind")}
             head.update(event=body.get("kind", "?"), data={"event_seq": body.get("seq"), **data})
-        encoded = json.dumps(_jsonable(head), separators=(",", ":"), allow_nan=False).encode()
+        encoded = json.dumps(jsonable(head), separators=(",", ":"), allow_nan=False).encode()
         if len(encoded) > schema.MAX_MESSAGE_BYTES:  # a broker would take it and drop it: an unexplained gap
             head["data" if kind == "event" else "returns"] = {"truncated_bytes": len(encoded)}
-            encoded = json.dumps(_jsonable(head), separators=(",", ":"), allow_nan=False).encode()
+            encoded = json.dumps(jsonable(head), separators=(",", ":"), allow_nan=False).encode()
         return encoded
 
     def _process_figures(self, mono: float, cpu: float) -> dict[str, Any]:
@@ -235,7 +234,7 @@ class Publisher:
         self.cpu_mark = (mono, cpu)
         elapsed = mono - then
         return {
-            "rss_mb": _rss_mb(),
+            "rss_mb": rss_mb(),
             "cpu_pct": round(100.0 * (cpu - cpu_then) / elapsed, 2) if elapsed > 0 else None,
             "mqtt": {
                 **self.counters,
@@ -375,7 +374,7 @@ class Publisher:
     def _status_body(self, state: str) -> bytes:
         body = {"v": schema.VERSION, "kind": "status", "device": self.settings.device, "boot": self.boot}
         body.update(state=state, wall=round(time.time(), 6), mono=round(time.monotonic(), 6), **self._status)
-        return json.dumps(_jsonable(body), separators=(",", ":")).encode()
+        return json.dumps(jsonable(body), separators=(",", ":")).encode()
 
     def _finish(self) -> None:
         """A clean stop: publish what is left for a few seconds, then `offline`, then DISCONNECT."""
@@ -390,39 +389,3 @@ class Publisher:
             self.client.disconnect()
             self.client.loop_write()
         self.outbox.close()
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON: numpy scalars as numbers, non-finite floats as null, anything else unknown as text."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "tolist"):  # numpy scalar or array
-        return _jsonable(value.tolist())
-    return str(value)
-
-
-def _name_os_thread(name: bytes) -> None:
-    """The name `top -H` and /proc/<pid>/task/*/comm show for this thread (Linux; elsewhere nothing)."""
-    try:
-        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
-
-
-def _cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        return None
