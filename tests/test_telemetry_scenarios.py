@@ -58,6 +58,14 @@ def stop(proc) -> tuple[str, str]:
         return proc.communicate()
 
 
+def stop_cleanly(run, watcher: Watcher, what: str = "the stopped event") -> str:
+    """SIGTERM the daemon, check it exited 0, wait until its `stopped` event reached `watcher`; its stdout."""
+    out, err = stop(run)
+    assert run.returncode == 0, err[-2000:]
+    watcher.wait(lambda: watcher.events("stopped"), 30, what)
+    return out
+
+
 def summary(out: str) -> dict:
     return json.loads(out[out.index("{") :])
 
@@ -100,9 +108,7 @@ def test_s7_broker_killed_and_restarted_loses_no_telemetry_and_never_touches_the
             time.sleep(2.5)  # > the largest reconnect delay (1 s x 1.5 jitter): each restart gets its reconnect
             assert run.poll() is None
         fds_after = len(os.listdir(f"/proc/{run.pid}/fd"))
-        out, err = stop(run)
-        assert run.returncode == 0, err[-2000:]
-        watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event after the drain")
+        out = stop_cleanly(run, watcher, "the stopped event after the drain")
         time.sleep(1.0)  # the monitor's copy, and duplicates of the last in-flight messages, if any
         monitor_out, _ = stop(monitor)
     finally:
@@ -172,9 +178,7 @@ def test_s8_a_black_holed_connection_is_noticed_within_a_keepalive_and_recovered
             time.sleep(3.0)
             proxy.mode = PASS
             watcher.wait(lambda n=ups: len(watcher.events("telemetry_up")) > n, 15, "a reconnect after the hole")
-        out, err = stop(run)
-        assert run.returncode == 0, err[-2000:]
-        watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event")
+        out = stop_cleanly(run, watcher, "the stopped event")
     finally:
         stop(run)
         stop(dev)
@@ -219,9 +223,7 @@ def test_s9_events_wait_for_an_absent_monitor_and_arrive_in_order(
         returned = Watcher(mosquitto.port, client_id="absent-monitor").start()
         returned.wait(lambda: len(returned.events("command")) >= 12, 30, "the 12 command answers")
         answered = returned.events("command")
-        _, err = stop(run)
-        assert run.returncode == 0, err[-2000:]
-        returned.wait(lambda: returned.events("stopped"), 30, "the stopped event")
+        stop_cleanly(run, returned, "the stopped event")
     finally:
         stop(run)
         stop(dev)
@@ -318,9 +320,7 @@ def test_the_broker_absent_from_the_start_then_everything_in_order_within_the_ou
         boot = boot_of(watcher)
         up = watcher.wait(lambda: watcher.events("telemetry_up"), 30, "the connection")[0]["seq"]
         watcher.wait(lambda: len([d for d in samples(watcher, boot) if d["seq"] > up]) >= 10, 30, "the drain")
-        out, err = stop(run)
-        assert run.returncode == 0, err[-2000:]
-        watcher.wait(lambda: watcher.events("stopped"), 30, "the stopped event")
+        out = stop_cleanly(run, watcher, "the stopped event")
     finally:
         stop(run)
         stop(dev)
