@@ -7,6 +7,9 @@ firmware can check itself after flashing. int8 layers use the IR's integer arith
 accumulators, TFLite's fixed-point requantization in int64); 1-bit layers keep their packed
 sign bits and run XNOR/popcount after a fast Walsh-Hadamard transform (n log n additions and no
 n x n matrix in flash), in the same operation order as the IR, so their signs match it exactly.
+When the policy can adapt its Q head on the device (`edge_rl.stream` head mode), the header also
+carries `edge_rl_features` (the frozen body the head learns on), the head's initial weights and
+the learner's settings (`EDGE_RL_HEAD_*`), for `firmware_bridge/firmware/edgerl_headq.h`.
 Needs <stdint.h> and <math.h> (link with -lm).
 """
 
@@ -16,9 +19,11 @@ import math
 
 import numpy as np
 
+from edge_rl.errors import BadInput
 from edge_rl.layers import Activation, Dense, DuelingSum, Layer, LayerNorm
 from edge_rl.policy import Policy
 from edge_rl.qlayers import BINARY_SCALE, DenseBinary, DenseInt8, Dequantize, Quantize, reciprocal, unpack_signs
+from edge_rl.stream.adapt import from_policy
 from export import ExportError
 
 PER_LINE = 8
@@ -43,19 +48,38 @@ def _array(ctype: str, name: str, values: np.ndarray, fmt=str) -> str:
 
 
 class _Emitter:
-    """Generates the arrays and statements of each layer; buffers `a` (float) / `qa` (int8) in, `b` / `qb` out."""
+    """Generates the arrays and statements of each layer; buffers `a` (float) / `qa` (int8) in, `b` / `qb` out.
+
+    Arrays are named after the layer's index and kept once, so a function over a prefix of the
+    layers (the head learner's features) shares them with the full forward.
+    """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.arrays: list[str] = []
+        self.arrays: dict[str, str] = {}
         self.code: list[str] = []
+
+    def _keep(self, ctype: str, name: str, values: np.ndarray, fmt=str) -> None:
+        if name not in self.arrays:
+            self.arrays[name] = _array(ctype, name, values, fmt)
+
+    def function(self, layers: list[tuple[int, Layer]], width: int) -> tuple[list[str], int, bool]:
+        """Statements running `layers` (index, layer) from `width` normalised inputs; (code, out width, int8 out)."""
+        self.code = []
+        int8_in = False
+        for i, layer in layers:
+            self.emit(i, layer, width, int8_in)
+            width = layer.out_features(width)
+            int8_in = layer.output_kind == "int8"
+        return self.code, width, int8_in
 
     def emit(self, i: int, layer: Layer, width: int, int8_in: bool) -> None:
         src, out = ("qa" if int8_in else "a"), ("qb" if layer.output_kind == "int8" else "b")
         p = f"L{i}_"
         c = self.code
         if isinstance(layer, Dense):
-            self.arrays += [_array("float", p + "w", layer.weight, _f), _array("float", p + "b", layer.bias, _f)]
+            self._keep("float", p + "w", layer.weight, _f)
+            self._keep("float", p + "b", layer.bias, _f)
             o, k = layer.weight.shape
             c.append(
                 f"for (o = 0; o < {o}; ++o) {{ float s = {p}b[o];"
@@ -66,7 +90,8 @@ class _Emitter:
             c.append(f"  for (k = 0; k < {width}; ++k) {{ float d = {src}[k] - mu; var += d * d; }} var /= {width}.0f;")
             c.append(f"  for (k = 0; k < {width}; ++k) {out}[k] = ({src}[k] - mu) / sqrtf(var + {_f(layer.eps)}); }}")
             if layer.weight is not None:
-                self.arrays += [_array("float", p + "g", layer.weight, _f), _array("float", p + "beta", layer.bias, _f)]
+                self._keep("float", p + "g", layer.weight, _f)
+                self._keep("float", p + "beta", layer.bias, _f)
                 c.append(f"for (k = 0; k < {width}; ++k) {out}[k] = {out}[k] * {p}g[k] + {p}beta[k];")
         elif isinstance(layer, Activation):
             expr = {
@@ -96,21 +121,20 @@ class _Emitter:
 
     def _dense_int8(self, p: str, layer: DenseInt8, src: str, out: str) -> None:
         o, k = layer.weight.shape
-        self.arrays += [
-            _array("int8_t", p + "w", layer.weight),
-            _array("int32_t", p + "b", layer.bias, lambda v: "INT32_MIN" if int(v) == -(2**31) else str(int(v))),
-        ]
+        self._keep("int8_t", p + "w", layer.weight)
+        self._keep("int32_t", p + "b", layer.bias, lambda v: "INT32_MIN" if int(v) == -(2**31) else str(int(v)))
         zp = layer.input_zero_point
         acc = (
             f"int32_t acc = {p}b[o];"
             f" for (k = 0; k < {k}; ++k) acc += ((int32_t){src}[k] - ({zp})) * (int32_t){p}w[o * {k} + k];"
         )
         if layer.output_scale is None:
-            self.arrays.append(_array("float", p + "s", layer.acc_scale, _f))
+            self._keep("float", p + "s", layer.acc_scale, _f)
             store = f"{out}[o] = (float)acc * {p}s[o];"
         else:
             m0, shift = layer.requantization
-            self.arrays += [_array("int32_t", p + "m0", m0), _array("int8_t", p + "sh", shift)]
+            self._keep("int32_t", p + "m0", m0)
+            self._keep("int8_t", p + "sh", shift)
             zp, low = layer.output_zero_point, layer.output_low
             store = f"{out}[o] = edge_rl_requant(acc, {p}m0[o], {p}sh[o], {zp}, {low});"
         self.code.append(f"for (o = 0; o < {o}; ++o) {{ {acc} {store} }}")
@@ -118,12 +142,10 @@ class _Emitter:
     def _dense_binary(self, p: str, layer: DenseBinary, src: str, out: str) -> None:
         n, o = layer.n, layer.bias.shape[0]
         d = unpack_signs(layer.diag_bits, n)
-        self.arrays += [
-            _array("uint8_t", p + "wbits", layer.sign_bits),
-            _array("float", p + "d", d, _f),
-            _array("float", p + "sw", layer.weight_scale.astype(np.float32), _f),
-            _array("float", p + "b", layer.bias, _f),
-        ]
+        self._keep("uint8_t", p + "wbits", layer.sign_bits)
+        self._keep("float", p + "d", d, _f)
+        self._keep("float", p + "sw", layer.weight_scale.astype(np.float32), _f)
+        self._keep("float", p + "b", layer.bias, _f)
         inv_sqrt_n = _f(1.0 / math.sqrt(n))
         c = self.code
         c.append(f"{{ float r[{n}], sq[{n}], sx; uint8_t xbits[{(n + 7) // 8}]; int h;")
@@ -188,23 +210,80 @@ static inline void edge_rl_fwht(float *x, int n) {
 """
 
 
+def _forward(name: str, out: str, size: str, code: list[str], max_w: int, clip: float) -> list[str]:
+    """One C function: normalise the raw observation, run `code`, copy its `size` float results to `out`."""
+    return [
+        f"static inline int {name}(const float obs[EDGE_RL_OBS_SIZE], float {out}[{size}]) {{",
+        f"    float buf0[{max_w}], buf1[{max_w}];",
+        f"    int8_t qbuf0[{max_w}], qbuf1[{max_w}];",
+        "    float *a = buf0, *b = buf1;",
+        "    int8_t *qa = qbuf0, *qb = qbuf1;",
+        "    int o, k;",
+        "    (void)o; (void)qa; (void)qb;",
+        "    for (k = 0; k < EDGE_RL_OBS_SIZE; ++k) {",
+        "        float v = (obs[k] - EDGE_RL_OBS_MEAN[k]) * EDGE_RL_OBS_SCALE[k];",
+        f"        a[k] = v < {_f(-clip)} ? {_f(-clip)} : (v > {_f(clip)} ? {_f(clip)} : v);",
+        "    }",
+        *(f"    {line}" for line in code),
+        f"    for (k = 0; k < {size}; ++k) {out}[k] = a[k];",
+        "    return 0;",
+        "}",
+        "",
+    ]
+
+
+def _head_learning(policy: Policy, emitter: _Emitter, max_w: int, clip: float) -> list[str]:
+    """Stream Q(lambda) of `edge_rl.stream`'s head mode, for firmware that adapts its own Q head.
+
+    The learner itself decides what the head sees (the frozen body, int8 codes mapped into
+    [-1, 1]), its initial weights and its settings: the header records them, so a C learner
+    (`firmware_bridge/firmware/edgerl_headq.h`) starts exactly where the numpy one does.
+    """
+    try:
+        learner = from_policy(policy, "head")
+    except BadInput as exc:
+        return [f"/* no head learning: {exc} */", "#define EDGE_RL_HEAD_LEARNING 0", ""]
+    index = {id(layer): i for i, layer in enumerate(policy.layers)}
+    body = [(index.get(id(layer), len(policy.layers)), layer) for layer in learner.body]
+    code, width, int8_out = emitter.function(body, policy.observation.size)
+    if int8_out or width != learner.obs_dim:
+        raise ExportError(f"the head learner's body gives {width} {'int8' if int8_out else 'float'} features")
+    theta = learner.net.theta.reshape(learner.n_actions, learner.obs_dim + 1)
+    return [
+        "/* ---- head learning: edge_rl.stream head mode (frozen body, float Q head, stream Q(lambda)) ---- */",
+        "#define EDGE_RL_HEAD_LEARNING 1",
+        f"#define EDGE_RL_HEAD_IN {learner.obs_dim}",
+        f"#define EDGE_RL_HEAD_GAMMA {learner.gamma!r}",
+        f"#define EDGE_RL_HEAD_DECAY {_f(np.float32(learner.gamma * learner.lam))} /* float32(gamma * lambda) */",
+        f"#define EDGE_RL_HEAD_KAPPA {float(learner.kappa)!r}",
+        f"#define EDGE_RL_HEAD_LR {float(learner.lr)!r}",
+        f"#define EDGE_RL_HEAD_EPS_START {float(learner.eps_start)!r}",
+        f"#define EDGE_RL_HEAD_EPS_END {float(learner.eps_end)!r}",
+        f"#define EDGE_RL_HEAD_EPS_DECAY_STEPS {int(learner.eps_decay_steps)}",
+        "/* initial [W | b] rows, one per action, as the numpy learner starts */",
+        _array("float", "EDGE_RL_HEAD_THETA0", theta, _f),
+        "/* the features the head learns on: the deployed body, as the numpy learner computes them */",
+        *_forward("edge_rl_features", "feat", "EDGE_RL_HEAD_IN", code, max_w, clip),
+    ]
+
+
 def to_c_header(
     policy: Policy, golden_obs: np.ndarray, golden_actions: np.ndarray, guard: str = "EDGE_RL_POLICY_H"
 ) -> str:
     """The header's text; `golden_obs` (N, *obs_shape) with the numpy IR's `golden_actions` (N,)."""
     obs = policy.observation
     mean, scale, clip = obs.flat_normalization
-    widths, width, int8_in = [obs.size], obs.size, False
     emitter = _Emitter(policy)
-    for i, layer in enumerate(policy.layers):
-        emitter.emit(i, layer, width, int8_in)
+    code, _, _ = emitter.function(list(enumerate(policy.layers)), obs.size)
+    widths, width = [obs.size], obs.size
+    for layer in policy.layers:
         width = layer.out_features(width)
         widths.append(width)
-        int8_in = layer.output_kind == "int8"
     max_w = max(max(widths), max((getattr(lay, "n", 0) for lay in policy.layers), default=0))
     n_act = policy.action.n
     golden_obs = np.asarray(golden_obs, np.float32).reshape(len(golden_obs), obs.size)
-    body = "\n    ".join(emitter.code)
+    q_values = _forward("edge_rl_q_values", "q", "EDGE_RL_N_ACTIONS", code, max_w, clip)
+    head = _head_learning(policy, emitter, max_w, clip)
     parts = [
         f"/* Generated by edge-rl: {len(policy.layers)} layers, {obs.size} observations -> {n_act} actions.",
         "   Portable C99, no dynamic allocation. Do not edit: re-export from the policy IR instead. */",
@@ -221,26 +300,11 @@ def to_c_header(
         PRELUDE,
         _array("float", "EDGE_RL_OBS_MEAN", mean, _f),
         _array("float", "EDGE_RL_OBS_SCALE", scale, _f),
-        *emitter.arrays,
+        *emitter.arrays.values(),
         _array("float", "EDGE_RL_GOLDEN_OBS", golden_obs, _f),
         _array("int", "EDGE_RL_GOLDEN_ACTIONS", np.asarray(golden_actions, np.int64)),
         "/* Q-values of one raw observation; returns 0 (non-finite inputs give the safe action in edge_rl_act) */",
-        "static inline int edge_rl_q_values(const float obs[EDGE_RL_OBS_SIZE], float q[EDGE_RL_N_ACTIONS]) {",
-        f"    float buf0[{max_w}], buf1[{max_w}];",
-        f"    int8_t qbuf0[{max_w}], qbuf1[{max_w}];",
-        "    float *a = buf0, *b = buf1;",
-        "    int8_t *qa = qbuf0, *qb = qbuf1;",
-        "    int o, k;",
-        "    (void)o; (void)qa; (void)qb;",
-        "    for (k = 0; k < EDGE_RL_OBS_SIZE; ++k) {",
-        "        float v = (obs[k] - EDGE_RL_OBS_MEAN[k]) * EDGE_RL_OBS_SCALE[k];",
-        f"        a[k] = v < {_f(-clip)} ? {_f(-clip)} : (v > {_f(clip)} ? {_f(clip)} : v);",
-        "    }",
-        f"    {body}",
-        "    for (k = 0; k < EDGE_RL_N_ACTIONS; ++k) q[k] = a[k];",
-        "    return 0;",
-        "}",
-        "",
+        *q_values,
         "/* greedy action (first maximum); the safe action for NaN or infinite observations */",
         "static inline int edge_rl_act(const float obs[EDGE_RL_OBS_SIZE]) {",
         "    float q[EDGE_RL_N_ACTIONS];",
@@ -259,6 +323,7 @@ def to_c_header(
         "    return bad;",
         "}",
         "",
+        *head,
         f"#endif /* {guard} */",
         "",
     ]

@@ -1,0 +1,90 @@
+"""Teacher-forced runs of on-device head learning: a recorded observation stream and the numpy reference.
+
+Shared by the host-compiled learner tests (`test_headq.py`) and the Cortex-M tests under QEMU.
+A `Frame` is what a device sends: the first observation of an episode with reward 0, then each
+step's next observation with its reward and flags (a terminal one is not answered).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+
+from edge_rl.policy import Policy
+from edge_rl.stream.adapt import from_policy
+
+
+class Frame(NamedTuple):
+    obs: np.ndarray  # float32
+    reward: float  # a float32 value, as the wire carries it
+    terminated: bool
+    truncated: bool
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+
+def record(policy: Policy, n: int, seed: int, explore: float = 0.3) -> list[Frame]:
+    """`n` frames of the policy's own environment, acting epsilon-greedily (the actions taken are not kept)."""
+    env = gym.make(policy.metadata["env_id"], **policy.metadata.get("env_kwargs", {}))
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    frames = [Frame(np.asarray(obs, np.float32), 0.0, False, False)]
+    while len(frames) < n:
+        action = int(rng.integers(policy.action.n)) if rng.random() < explore else int(policy.act(obs))
+        obs, reward, terminated, truncated, _ = env.step(action)
+        frames.append(Frame(np.asarray(obs, np.float32), float(np.float32(reward)), terminated, truncated))
+        if terminated or truncated:
+            obs, _ = env.reset()
+            frames.append(Frame(np.asarray(obs, np.float32), 0.0, False, False))
+    return frames[:n]
+
+
+class Reference(NamedTuple):
+    greedy: list[int]  # the numpy learner's greedy action on each answered frame, before its update
+    ties: list[bool]  # whether its two best Q-values were within 1e-6 of max |Q| there (rounding decides)
+    theta: np.ndarray  # the final head, one row [W | b] per action
+
+
+def reference(policy: Policy, frames: list[Frame], actions: list[int]) -> Reference:
+    """The numpy head learner fed the device's actions.
+
+    The device acts before it learns, so its greedy action on a frame is the numpy learner's on the
+    head as it was before that frame's update; the update is `observe` then `behave` with the
+    device's action.
+    """
+    learner = from_policy(policy, "head")
+    greedy, ties, taken, pending = [], [], iter(actions), False
+    for frame in frames:
+        if not frame.done:
+            q = learner.q_values(frame.obs)
+            top = np.sort(q)[::-1]
+            greedy.append(int(np.argmax(q)))
+            ties.append(len(q) > 1 and top[0] - top[1] <= 1e-6 * np.abs(q).max())
+        if pending:
+            learner.observe(frame.reward, frame.obs, frame.terminated, frame.truncated)
+        if not frame.done:
+            learner.behave(frame.obs, next(taken))
+        pending = not frame.done
+    return Reference(greedy, ties, learner.net.theta.reshape(learner.n_actions, -1).copy())
+
+
+def assert_equivalent(policy: Policy, frames: list[Frame], actions: list[int], theta: np.ndarray, greedy: bool) -> None:
+    """Same actions (when `greedy`, up to float32 ties) and max |d theta| <= 1e-4 of max |theta|."""
+    ref = reference(policy, frames, actions)
+    assert len(actions) == len(ref.greedy) == sum(not f.done for f in frames)
+    differ = [i for i, (a, g) in enumerate(zip(actions, ref.greedy, strict=True)) if a != g]
+    if greedy:
+        assert all(ref.ties[i] for i in differ), f"actions differ at {[i for i in differ if not ref.ties[i]]}"
+        assert len(differ) <= len(actions) // 100, f"{len(differ)} ties decided differently"
+    else:  # exploring: the device's own draws, followed by the numpy learner
+        assert 0.05 < len(differ) / len(actions) < 0.5
+    start = from_policy(policy, "head").net.theta.astype(np.float64)
+    scale = float(np.abs(ref.theta).max())
+    err = float(np.abs(np.asarray(theta, np.float64).ravel() - ref.theta.ravel()).max())
+    moved = float(np.abs(ref.theta.ravel() - start).max())
+    assert moved > 100 * err, f"the head barely learnt ({moved:.3g}) next to the difference {err:.3g}"
+    assert err <= 1e-4 * scale, f"max |d theta| {err:.3g} vs max |theta| {scale:.3g}"
