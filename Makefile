@@ -66,4 +66,5 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/telemetry.py
 
 clean:
-	rm -rf $(VENV) .venv-device runs .pytest_cache .ruff_cache .import_linter_cache firmware_bridge/firmware/build
+	rm -rf $(VENV) .venv-device runs .pytest_cache .ruff_cache .import_linter_cache firmware_bridge/firmware/build \
+		firmware_bridge/firmware/cortex_m/build

@@ -255,6 +255,7 @@ def _head_learning(policy: Policy, emitter: _Emitter, max_w: int, clip: float) -
         f"#define EDGE_RL_HEAD_IN {learner.obs_dim}",
         f"#define EDGE_RL_HEAD_GAMMA {learner.gamma!r}",
         f"#define EDGE_RL_HEAD_DECAY {_f(np.float32(learner.gamma * learner.lam))} /* float32(gamma * lambda) */",
+        f"#define EDGE_RL_HEAD_TRACED {int(np.float32(learner.gamma * learner.lam) != 0)} /* needs a trace buffer */",
         f"#define EDGE_RL_HEAD_KAPPA {float(learner.kappa)!r}",
         f"#define EDGE_RL_HEAD_LR {float(learner.lr)!r}",
         f"#define EDGE_RL_HEAD_EPS_START {float(learner.eps_start)!r}",

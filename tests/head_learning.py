@@ -7,11 +7,11 @@ step's next observation with its reward and flags (a terminal one is not answere
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-import gymnasium as gym
 import numpy as np
 
+from edge_rl.gymenv import make_env
 from edge_rl.policy import Policy
 from edge_rl.stream.adapt import from_policy
 
@@ -29,7 +29,7 @@ class Frame(NamedTuple):
 
 def record(policy: Policy, n: int, seed: int, explore: float = 0.3) -> list[Frame]:
     """`n` frames of the policy's own environment, acting epsilon-greedily (the actions taken are not kept)."""
-    env = gym.make(policy.metadata["env_id"], **policy.metadata.get("env_kwargs", {}))
+    env = make_env(policy.metadata["env_id"], policy.metadata.get("env_kwargs") or {})
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     frames = [Frame(np.asarray(obs, np.float32), 0.0, False, False)]
@@ -88,3 +88,37 @@ def assert_equivalent(policy: Policy, frames: list[Frame], actions: list[int], t
     moved = float(np.abs(ref.theta.ravel() - start).max())
     assert moved > 100 * err, f"the head barely learnt ({moved:.3g}) next to the difference {err:.3g}"
     assert err <= 1e-4 * scale, f"max |d theta| {err:.3g} vs max |theta| {scale:.3g}"
+
+
+class Controller(Protocol):
+    """Whatever answers a device's OBS: `firmware_bridge.qemu.Plant` (the MCU) or a numpy stand-in."""
+
+    def act(
+        self, observation: np.ndarray, reward: float = 0.0, terminated: bool = False, truncated: bool = False
+    ) -> tuple[int, bool] | None: ...
+
+
+def teacher_forced(controller: Controller, frames: list[Frame]) -> list[int]:
+    """Send the recorded frames; the actions the controller answered (not applied to anything)."""
+    answers = [controller.act(f.obs, f.reward, f.terminated, f.truncated) for f in frames]
+    return [answer[0] for answer in answers if answer is not None]
+
+
+def jammer_switch(controller: Controller, steps: int, switch_at: int, seed: int, then: str = "reactive") -> np.ndarray:
+    """Success (0/1) per slot of AntiJam under the controller; the sweeping jammer turns `then` at `switch_at`."""
+    env = make_env("edge_rl/AntiJam-v0", {"jammer": "sweeping"})
+    obs, _ = env.reset(seed=seed)
+    reward, terminated, truncated = 0.0, False, False
+    success = np.zeros(steps)
+    for t in range(steps):
+        if t == switch_at:
+            env.unwrapped.jammer = then
+        answer = controller.act(np.asarray(obs, np.float32), reward, terminated, truncated)
+        if answer is None:  # a terminal OBS: the next episode's first follows
+            obs, _ = env.reset()
+            reward, terminated, truncated = 0.0, False, False
+            answer = controller.act(np.asarray(obs, np.float32))
+        obs, reward, terminated, truncated, info = env.step(answer[0])
+        reward = float(np.float32(reward))
+        success[t] = info["success"]
+    return success

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 
@@ -62,3 +63,16 @@ def case_for(env: str, precision: str) -> tuple[str, Policy, np.ndarray]:
     policy = make(env, precision)
     env_id, kwargs, _ = ENVS[env]
     return env, policy, collect_states(policy.act, env_id, 10_000, 77, 0.2, kwargs)
+
+
+def antijam_teacher(seed: int, directory: Path) -> Policy:
+    """A DQN trained on the sweeping jammer (25k steps, 64x64), int8 post-training quantized (needs torch)."""
+    from edge_rl.train.config import resolve_config
+    from edge_rl.train.dqn import train_dqn
+
+    kwargs = {"jammer": "sweeping"}
+    cfg = resolve_config("edge_rl/AntiJam-v0", env_kwargs=kwargs, seed=seed, steps=25_000, hidden=(64, 64))
+    policy, _ = train_dqn(cfg, directory, progress=False)
+    states = collect_states(policy.act, "edge_rl/AntiJam-v0", 3000, 0, 0.1, kwargs)
+    plan = default_plan(3, "int8")
+    return quantize_policy(equalize_ranges(policy, states, plan), states, plan, correct_bias=True)

@@ -38,27 +38,7 @@ def relu_mlp(sizes, seed: int, states: np.ndarray) -> Policy:
 # 0.49-0.99 (one below 0.9), frozen 0.005-0.90; over all 1,140 choices of 3 of those teachers x runs
 # 0-2 the mean is >= 0.959 (head) and 0.955 (full), the frozen mean <= 0.585. lr 0 or a flipped
 # update: <= 0.17.
-TEACHER_SEEDS, RUN_SEEDS = (0, 1, 2), (0, 1, 2)
-
-
-def antijam_teacher(seed: int, directory: Path) -> Policy:
-    """A DQN trained on the sweeping jammer (25k steps), distilled-free: int8 post-training quantized."""
-    from edge_rl.train.config import resolve_config
-    from edge_rl.train.dqn import train_dqn
-    from quantize.equalize import equalize_ranges
-
-    kwargs = {"jammer": "sweeping"}
-    cfg = resolve_config("edge_rl/AntiJam-v0", env_kwargs=kwargs, seed=seed, steps=25_000, hidden=(64, 64))
-    policy, _ = train_dqn(cfg, directory, progress=False)
-    states = collect_states(policy.act, "edge_rl/AntiJam-v0", 3000, 0, 0.1, kwargs)
-    plan = default_plan(3, "int8")
-    return quantize_policy(equalize_ranges(policy, states, plan), states, plan, correct_bias=True)
-
-
-@pytest.fixture(scope="module")
-def antijam_int8(tmp_path_factory) -> list[Policy]:
-    pytest.importorskip("torch")
-    return [antijam_teacher(seed, tmp_path_factory.mktemp(f"aj{seed}")) for seed in TEACHER_SEEDS]
+RUN_SEEDS = (0, 1, 2)  # the teachers: conftest's antijam_int8 (seeds 0, 1, 2)
 
 
 def jammer_switch(teachers: list[Policy], mode: str, **kwargs) -> tuple[float, float, list[float]]:

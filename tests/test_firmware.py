@@ -39,6 +39,7 @@ from firmware_bridge.protocol import (
     CobsError,
     Config,
     Error,
+    ErrorCode,
     ForeignHello,
     FrameDecoder,
     Heartbeat,
@@ -67,6 +68,8 @@ from tests.c_device import (
     slots,
 )
 
+CONSTANT_LINES = 3  # `driver vectors` starts with the constants, the capability bits and the error codes
+
 
 def run_driver(build: Path, *args: str, stdin: str = "") -> list[str]:
     result = subprocess.run([build / "driver", *args], input=stdin, capture_output=True, text=True, timeout=60)
@@ -86,12 +89,14 @@ def bits_f32(bits: int) -> float:
 
 
 def test_constants_and_schema_hash_equal_python(build: Path) -> None:
-    line = run_driver(build, "vectors")[0]
+    constants, capabilities, errors = run_driver(build, "vectors")[:CONSTANT_LINES]
     assert zlib.crc32(SCHEMA_TEXT.encode()) == SCHEMA_HASH
-    assert line == (
+    assert constants == (
         f"constants major={MAJOR} minor={MINOR} schema={SCHEMA_HASH:08x} max_payload={MAX_PAYLOAD} "
         f"max_frame={MAX_FRAME} max_encoded={MAX_ENCODED} wire_max={MAX_ENCODED + 1}"
     )
+    assert capabilities == "capabilities " + " ".join(f"{c.name.lower()}={c.value}" for c in Capability if c)
+    assert errors == "errors " + " ".join(f"{e.name.lower()}={e.value}" for e in ErrorCode)
 
 
 def test_cobs_and_crc_equal_python(build: Path) -> None:
@@ -183,7 +188,7 @@ def python_vectors() -> dict[str, Message]:
 
 
 def test_c_frames_equal_python_encode_byte_for_byte(build: Path) -> None:
-    c_frames = dict(line.partition(" ")[::2] for line in run_driver(build, "vectors")[1:])
+    c_frames = dict(line.partition(" ")[::2] for line in run_driver(build, "vectors")[CONSTANT_LINES:])
     vectors = python_vectors()
     assert c_frames.keys() == vectors.keys()
     for name, msg in vectors.items():

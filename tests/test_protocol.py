@@ -41,7 +41,7 @@ from firmware_bridge.protocol import (
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
 finite32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
-text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=10)
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)  # <= 32 UTF-8 bytes: an id fits
 messages = st.one_of(
     st.builds(
         Hello,

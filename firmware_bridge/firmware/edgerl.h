@@ -80,12 +80,26 @@ enum {
 /* HEARTBEAT states. */
 enum { EDGERL_STATE_STARTING = 0, EDGERL_STATE_READY = 1, EDGERL_STATE_SAFE = 2, EDGERL_STATE_OFFLINE = 3 };
 
-/* HELLO capability bits and observation element types. */
-enum { EDGERL_CAP_INT16_OBS = 0x01, EDGERL_CAP_RESET = 0x02, EDGERL_CAP_CONFIG = 0x04, EDGERL_CAP_DEADMAN = 0x08 };
+/* HELLO capability bits and observation element types. POLICY: the device carries its own policy and
+ * can act from it; SELF_TEST_PASSED: that policy reproduced its golden actions at start. */
+enum {
+    EDGERL_CAP_INT16_OBS = 0x01,
+    EDGERL_CAP_RESET = 0x02,
+    EDGERL_CAP_CONFIG = 0x04,
+    EDGERL_CAP_DEADMAN = 0x08,
+    EDGERL_CAP_POLICY = 0x10,
+    EDGERL_CAP_SELF_TEST_PASSED = 0x20
+};
 enum { EDGERL_DTYPE_FLOAT32 = 0, EDGERL_DTYPE_INT16 = 1 };
 
-/* ERROR codes this library sends. */
-enum { EDGERL_ERR_INCOMPATIBLE = 1, EDGERL_ERR_BAD_ACTION = 2 };
+/* ERROR codes (the library itself sends the first two). */
+enum {
+    EDGERL_ERR_INCOMPATIBLE = 1,
+    EDGERL_ERR_BAD_ACTION = 2,
+    EDGERL_ERR_UNKNOWN_CONFIG = 3,
+    EDGERL_ERR_BAD_CONFIG_VALUE = 4,
+    EDGERL_ERR_SELF_TEST_FAILED = 5
+};
 
 /* ---- messages ------------------------------------------------------------------------------------
  * Text fields are (pointer, length), not NUL-terminated. In a decoded message every pointer refers

@@ -44,26 +44,42 @@ static bool finite(float v) { return v - v == 0.0f; }
 
 static double at_least_one(double v) { return v > 1.0 ? v : 1.0; }
 
-void edgerl_headq_init(edgerl_headq_t *h, const edgerl_headq_params_t *p, uint16_t n_in, uint16_t n_actions,
-                       const float *theta0, float *mem, uint32_t seed)
+static void clear_trace(edgerl_headq_t *h)
+{
+    if (h->trace != NULL) memset(h->trace, 0, params(h) * sizeof *h->trace);
+}
+
+/* |v|_1 of n floats, summed in order in float32 */
+static float l1(const float *v, uint32_t n)
+{
+    float sum = 0.0f;
+    uint32_t i;
+    for (i = 0; i < n; ++i) sum += v[i] < 0.0f ? -v[i] : v[i];
+    return sum;
+}
+
+bool edgerl_headq_init(edgerl_headq_t *h, const edgerl_headq_params_t *p, uint16_t n_in, uint16_t n_actions,
+                       const float *theta0, float *mem, float *trace, uint32_t seed)
 {
     uint32_t size = (uint32_t)n_actions * (n_in + 1u);
+    if (trace == NULL && p->decay != 0.0f) return false;
     memset(h, 0, sizeof *h);
     h->p = *p;
     h->n_in = n_in;
     h->n_actions = n_actions;
     h->theta0 = theta0;
     h->theta = mem;
-    h->trace = mem + size;
-    h->x = h->trace + size;
+    h->trace = trace;
+    h->x = mem + size;
     h->x_next = h->x + n_in + 1u;
     h->q = h->x_next + n_in + 1u;
     h->q_next = h->q + n_actions;
     memcpy(h->theta, theta0, size * sizeof *h->theta);
-    memset(h->trace, 0, size * sizeof *h->trace);
+    clear_trace(h);
     h->x[n_in] = h->x_next[n_in] = 1.0f;
     h->epsilon = -1.0;
     h->rng = seed ? seed : 0x9E3779B9u;
+    return true;
 }
 
 float *edgerl_headq_input(edgerl_headq_t *h) { return h->x_next; }
@@ -97,25 +113,33 @@ uint16_t edgerl_headq_act(edgerl_headq_t *h)
     return action;
 }
 
-/* ObGD: z = decay z + grad Q(x, a) (row a only), step alpha / max(1, alpha kappa max(|delta|, 1) |z|_1) */
+/* ObGD: z = decay z + grad Q(x, a) (row a only), step alpha / max(1, alpha kappa max(|delta|, 1) |z|_1).
+ * Without a trace z is grad Q(x, a) itself: numpy's sums and products over the other, zero rows
+ * change nothing, so touching row a alone gives the same numbers. */
 static void update(edgerl_headq_t *h, float reward, bool done)
 {
     uint32_t i, size = params(h);
     uint16_t k, n = row_len(h);
-    double target = reward, alpha, bound;
-    float *row = h->trace + (uint32_t)h->action * n, z_norm = 0.0f, step;
-    if (!done) {
-        float best = h->q_next[greedy(h->q_next, h->n_actions)];
-        target += h->p.gamma * best;
-    }
+    uint32_t offset = (uint32_t)h->action * n;
+    double target = reward, alpha;
+    float z_norm, step;
+    if (!done) target += h->p.gamma * h->q_next[greedy(h->q_next, h->n_actions)];
     h->last_delta = target - h->q[h->action];
-    for (i = 0; i < size; ++i) h->trace[i] *= h->p.decay;
-    for (k = 0; k < n; ++k) row[k] += h->x[k];
-    for (i = 0; i < size; ++i) z_norm += h->trace[i] < 0.0f ? -h->trace[i] : h->trace[i];
-    bound = h->p.lr * h->p.kappa * at_least_one(h->last_delta < 0.0 ? -h->last_delta : h->last_delta) * z_norm;
-    alpha = h->p.lr / (bound > 1.0 ? bound : 1.0);
+    if (h->trace != NULL) {
+        for (i = 0; i < size; ++i) h->trace[i] *= h->p.decay;
+        for (k = 0; k < n; ++k) h->trace[offset + k] += h->x[k];
+        z_norm = l1(h->trace, size);
+    } else {
+        z_norm = l1(h->x, n);
+    }
+    alpha = h->p.lr / at_least_one(h->p.lr * h->p.kappa * at_least_one(h->last_delta < 0.0 ? -h->last_delta
+                                                                                           : h->last_delta) * z_norm);
     step = (float)(alpha * h->last_delta);
-    for (i = 0; i < size; ++i) h->theta[i] += h->trace[i] * step;
+    if (h->trace != NULL) {
+        for (i = 0; i < size; ++i) h->theta[i] += h->trace[i] * step;
+    } else {
+        for (k = 0; k < n; ++k) h->theta[offset + k] += h->x[k] * step;
+    }
     h->last_alpha = alpha;
     h->last_trace_l1 = z_norm;
     ++h->updates;
@@ -129,7 +153,7 @@ void edgerl_headq_learn(edgerl_headq_t *h, float reward, bool done)
         edgerl_headq_forget(h); /* that transition is lost; the observation still starts the next one */
     } else if (h->pending) {
         update(h, reward, done);
-        if (done || h->nongreedy) memset(h->trace, 0, params(h) * sizeof *h->trace);
+        if (done || h->nongreedy) clear_trace(h);
     }
     h->pending = !done;
     if (done) return;
@@ -152,7 +176,7 @@ void edgerl_headq_learn(edgerl_headq_t *h, float reward, bool done)
 void edgerl_headq_forget(edgerl_headq_t *h)
 {
     h->pending = false;
-    memset(h->trace, 0, params(h) * sizeof *h->trace);
+    clear_trace(h);
 }
 
 void edgerl_headq_q_values(const edgerl_headq_t *h, float *q) { head_forward(h, h->x_next, q); }

@@ -40,16 +40,18 @@ typedef struct {
     {EDGE_RL_HEAD_GAMMA,     EDGE_RL_HEAD_KAPPA,   EDGE_RL_HEAD_LR, EDGE_RL_HEAD_DECAY, EDGE_RL_HEAD_EPS_START, \
      EDGE_RL_HEAD_EPS_END, EDGE_RL_HEAD_EPS_DECAY_STEPS}
 
-/* Floats of static memory a learner needs: head and trace, two feature vectors, two Q vectors. */
-#define EDGERL_HEADQ_FLOATS(n_in, n_actions) \
-    (2u * (n_actions) * ((n_in) + 1u) + 2u * ((n_in) + 1u) + 2u * (n_actions))
+/* Floats of static memory a learner needs: the head, two feature vectors, two Q vectors. */
+#define EDGERL_HEADQ_FLOATS(n_in, n_actions) ((n_actions) * ((n_in) + 1u) + 2u * ((n_in) + 1u) + 2u * (n_actions))
+/* and, when gamma * lambda > 0 (policy.h: EDGE_RL_HEAD_TRACED), the trace: as many floats as the head.
+ * With lambda 0 the trace is the last gradient, one row: no memory, and one row's work per update. */
+#define EDGERL_HEADQ_TRACE_FLOATS(n_in, n_actions) ((n_actions) * ((n_in) + 1u))
 
 typedef struct {
     edgerl_headq_params_t p;
     uint16_t n_in, n_actions;
     const float *theta0; /* the deployed head: restored when an update diverges */
     float *theta;        /* n_actions rows [W | b] of n_in + 1 */
-    float *trace;        /* same layout */
+    float *trace;        /* same layout; NULL without a trace (decay 0) */
     float *x, *x_next;   /* features with their trailing 1: the state acted in, the newest one */
     float *q, *q_next;   /* Q of x (after the last update), Q of x_next (before the next one) */
     double epsilon;      /* < 0: the schedule; otherwise this fixed exploration rate */
@@ -65,9 +67,11 @@ typedef struct {
     float last_trace_l1;
 } edgerl_headq_t;
 
-/* `mem`: EDGERL_HEADQ_FLOATS(n_in, n_actions) floats; `theta0`: n_actions * (n_in + 1) floats. */
-void edgerl_headq_init(edgerl_headq_t *h, const edgerl_headq_params_t *p, uint16_t n_in, uint16_t n_actions,
-                       const float *theta0, float *mem, uint32_t seed);
+/* `mem`: EDGERL_HEADQ_FLOATS(n_in, n_actions) floats; `trace`: EDGERL_HEADQ_TRACE_FLOATS of them, or
+ * NULL when p->decay is 0; `theta0`: n_actions * (n_in + 1) floats. False (nothing set) without a
+ * trace the settings need. */
+bool edgerl_headq_init(edgerl_headq_t *h, const edgerl_headq_params_t *p, uint16_t n_in, uint16_t n_actions,
+                       const float *theta0, float *mem, float *trace, uint32_t seed);
 /* Where the caller writes the features (n_in floats) of each new observation. */
 float *edgerl_headq_input(edgerl_headq_t *h);
 /* Epsilon-greedy action on the input's features, from the head as it is now; counts a step. */

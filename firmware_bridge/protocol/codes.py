@@ -59,6 +59,8 @@ class Capability(IntFlag):
     RESET = 0x02
     CONFIG = 0x04
     DEADMAN = 0x08
+    POLICY = 0x10  # the device carries its own policy and can act from it
+    SELF_TEST_PASSED = 0x20  # that policy reproduced its golden actions at start
 
 
 class ErrorCode(IntEnum):
@@ -68,6 +70,7 @@ class ErrorCode(IntEnum):
     BAD_ACTION = 2  # an ACTION naming an action the device does not have
     UNKNOWN_CONFIG = 3
     BAD_CONFIG_VALUE = 4
+    SELF_TEST_FAILED = 5  # the device's policy does not reproduce its golden actions: it never acts from it
 
 
 class ObsDtype(IntEnum):

@@ -217,6 +217,12 @@ static int run_vectors(void)
            " wire_max=%u\n",
            EDGERL_MAJOR, EDGERL_MINOR, (uint32_t)EDGERL_SCHEMA_HASH, EDGERL_MAX_PAYLOAD, EDGERL_MAX_FRAME,
            EDGERL_MAX_ENCODED, EDGERL_WIRE_SIZE(EDGERL_MAX_PAYLOAD));
+    printf("capabilities int16_obs=%d reset=%d config=%d deadman=%d policy=%d self_test_passed=%d\n",
+           EDGERL_CAP_INT16_OBS, EDGERL_CAP_RESET, EDGERL_CAP_CONFIG, EDGERL_CAP_DEADMAN, EDGERL_CAP_POLICY,
+           EDGERL_CAP_SELF_TEST_PASSED);
+    printf("errors incompatible=%d bad_action=%d unknown_config=%d bad_config_value=%d self_test_failed=%d\n",
+           EDGERL_ERR_INCOMPATIBLE, EDGERL_ERR_BAD_ACTION, EDGERL_ERR_UNKNOWN_CONFIG, EDGERL_ERR_BAD_CONFIG_VALUE,
+           EDGERL_ERR_SELF_TEST_FAILED);
     hello_vectors();
     obs_vectors();
     simple_vectors();

@@ -9,6 +9,11 @@
 #include "policy.h"
 
 static float mem[EDGERL_HEADQ_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
+#if EDGE_RL_HEAD_TRACED
+static float trace[EDGERL_HEADQ_TRACE_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
+#else
+#define trace NULL
+#endif
 
 int main(int argc, char **argv)
 {
@@ -17,7 +22,7 @@ int main(int argc, char **argv)
     float obs[EDGE_RL_OBS_SIZE], reward;
     int terminated, truncated, k;
     unsigned i;
-    edgerl_headq_init(&h, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0, mem,
+    edgerl_headq_init(&h, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0, mem, trace,
                       argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 10) : 1u);
     if (argc > 1) h.epsilon = atof(argv[1]);
     while (scanf("%f %d %d", &reward, &terminated, &truncated) == 3) {

@@ -1,0 +1,430 @@
+/* edge-rl inference firmware for QEMU's lm3s6965evb (Cortex-M3): an exported policy.h behind the edgerl
+ * wire protocol. Built once per policy (Makefile: POLICY=path/to/policy.h).
+ *
+ * The *plant* is the environment: it sends OBS frames and expects one ACTION per non-terminal OBS
+ * (a terminal OBS ends the episode; the plant's next OBS starts the next one). CONFIG `mode` says
+ * who decides:
+ *   local (0, at boot): the plant is on UART0 and the policy in this image answers;
+ *   remote (1): the plant is on UART1; UART0 is an ordinary edgerl device link to a host daemon,
+ *               which gets each OBS relayed and whose ACTION (or the deadman's safe action) answers.
+ * At boot the golden self-test runs; if it fails, the device says so and never acts from the policy.
+ * In local mode, CONFIG `learn` 1 adapts the policy's Q head on the device (edgerl_headq.h: stream
+ * Q(lambda) over the frozen body) from the plant's rewards; the ACTION always goes out before the
+ * learning step. `learn` 0 returns to the policy as exported. `epsilon` fixes the exploration rate
+ * (-1: the header's schedule), `seed` the exploration draws of the next `learn` 1.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "../edgerl.h"
+#include "../edgerl_headq.h"
+#include "board.h"
+
+#ifndef POLICY_HEADER
+#define POLICY_HEADER "policy.h"
+#endif
+#include POLICY_HEADER
+
+#define DEVICE_ID "cortex-m3"
+#define HEARTBEAT_MS 100u
+/* How long a relayed OBS waits for the host's ACTION before the plant gets edgerl_device_decide's. */
+#ifndef DEFAULT_DEADLINE_MS
+#define DEFAULT_DEADLINE_MS 50u
+#endif
+
+typedef enum { MODE_LOCAL = 0, MODE_REMOTE = 1 } run_mode_t;
+
+/* The action answering one OBS, and whether a fallback rather than a policy chose it. */
+typedef struct {
+    uint16_t action;
+    bool fallback;
+} choice_t;
+
+static const choice_t SAFE_CHOICE = {EDGE_RL_SAFE_ACTION, true};
+
+/* The plant's side: its own parser and sequence numbers, frames built in `tx`. */
+static struct {
+    board_uart_t uart;
+    edgerl_parser_t parser;
+    uint16_t tx_seq;
+    uint8_t tx[EDGERL_WIRE_SIZE(EDGERL_MAX_CONTROL_PAYLOAD)];
+} plant;
+
+/* The host daemon's side (remote mode): the library's device session on UART0. */
+static struct {
+    edgerl_device_t device;
+    edgerl_device_config_t cfg;
+    uint8_t tx[EDGERL_DEVICE_TX_SIZE(EDGERL_OBS_F32_PAYLOAD(EDGE_RL_OBS_SIZE))];
+    uint32_t last_heartbeat_ms;
+    bool awaiting; /* a relayed OBS waits for its ACTION */
+    uint16_t awaited_seq;
+} host;
+
+#if EDGE_RL_HEAD_LEARNING
+/* On-device learning (local mode): the learner and its static memory. */
+static struct {
+    bool on;
+    float epsilon; /* < 0: the schedule */
+    uint32_t seed;
+} learner = {.epsilon = -1.0f, .seed = 1u};
+/* apart from the initialised fields: zeroed memory costs no flash */
+static edgerl_headq_t head;
+static float learner_mem[EDGERL_HEADQ_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
+#if EDGE_RL_HEAD_TRACED
+static float learner_trace[EDGERL_HEADQ_TRACE_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
+#else
+#define learner_trace NULL
+#endif
+#endif
+
+static run_mode_t mode = MODE_LOCAL;
+static uint32_t deadline_ms = DEFAULT_DEADLINE_MS;
+static int self_test_failures;
+/* "self-test: 3 of 64 golden actions differ", or empty when it passed */
+static char self_test_text[EDGERL_MAX_ERROR_TEXT + 1];
+
+/* ---- text without stdio ----------------------------------------------------------------------- */
+
+/* Copies `text` to `at` without its NUL; returns the end. */
+static char *append(char *at, const char *text) {
+    while (*text) {
+        *at++ = *text++;
+    }
+    return at;
+}
+
+static char *append_uint(char *at, unsigned v) {
+    char digits[10];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10u);
+    } while ((v /= 10u) != 0);
+    while (n > 0) {
+        *at++ = digits[--n];
+    }
+    return at;
+}
+
+/* ---- the plant link ------------------------------------------------------------------------------ */
+
+static void plant_send(edgerl_msg_t *msg) {
+    msg->seq = plant.tx_seq++;
+    board_uart_write(plant.uart, plant.tx, edgerl_encode(plant.tx, sizeof plant.tx, EDGERL_MAJOR, msg));
+}
+
+/* Answers a HELLO: one description of this device (host.cfg) for both links. */
+static void plant_send_hello(void) {
+    const edgerl_device_config_t *cfg = &host.cfg;
+    edgerl_msg_t msg = {.type = EDGERL_HELLO};
+    edgerl_hello_t *h = &msg.u.hello;
+    h->major = EDGERL_MAJOR;
+    h->minor = EDGERL_MINOR;
+    h->schema_hash = EDGERL_SCHEMA_HASH;
+    h->capabilities = cfg->capabilities;
+    h->n_actions = cfg->n_actions;
+    h->safe_action = cfg->safe_action;
+    h->heartbeat_ms = cfg->heartbeat_ms;
+    h->obs_dtype = cfg->obs_dtype;
+    h->ndim = cfg->obs_ndim;
+    memcpy(h->obs_shape, cfg->obs_shape, sizeof h->obs_shape);
+    h->device_id = cfg->device_id;
+    h->device_id_len = (uint8_t)strlen(cfg->device_id);
+    plant_send(&msg);
+}
+
+static void plant_send_error(uint16_t code, const char *text) {
+    edgerl_msg_t msg = {.type = EDGERL_ERROR};
+    msg.u.error.code = code;
+    msg.u.error.text = text;
+    msg.u.error.text_len = (uint8_t)strlen(text);
+    plant_send(&msg);
+}
+
+static void plant_send_action(uint16_t answers, choice_t choice) {
+    edgerl_msg_t msg = {.type = EDGERL_ACTION};
+    msg.u.action.action = choice.action;
+    msg.u.action.answers = answers;
+    msg.u.action.valid_ms = 1000;
+    msg.u.action.fallback = choice.fallback;
+    plant_send(&msg);
+}
+
+/* Our HELLO, followed by the self-test's complaint when it failed. */
+static void plant_announce(void) {
+    plant_send_hello();
+    if (self_test_failures != 0) {
+        plant_send_error(EDGERL_ERR_SELF_TEST_FAILED, self_test_text);
+    }
+}
+
+static void plant_attach(board_uart_t uart) {
+    plant.uart = uart;
+    plant.tx_seq = 0;
+    edgerl_parser_init(&plant.parser, EDGERL_MAJOR);
+}
+
+/* ---- the host link (remote mode) ------------------------------------------------------------------ */
+
+static void host_write(void *ctx, const uint8_t *data, size_t len) {
+    (void)ctx;
+    board_uart_write(BOARD_UART0, data, len);
+}
+
+static void host_on_message(void *ctx, const edgerl_msg_t *msg) {
+    (void)ctx;
+    if (msg->type == EDGERL_ACTION && host.awaiting && msg->u.action.answers == host.awaited_seq) {
+        host.awaiting = false;
+    }
+}
+
+/* Bytes in, heartbeats out: call often while in remote mode. */
+static void host_poll(void) {
+    uint8_t chunk[16]; /* the PL011's receive FIFO depth */
+    size_t n = 0;
+    while (n < sizeof chunk && board_uart_readable(BOARD_UART0)) {
+        chunk[n++] = board_uart_get(BOARD_UART0);
+    }
+    const uint32_t now = board_millis();
+    edgerl_device_feed(&host.device, chunk, n, now);
+    if ((uint32_t)(now - host.last_heartbeat_ms) >= HEARTBEAT_MS) {
+        host.last_heartbeat_ms = now;
+        edgerl_device_send_heartbeat(&host.device, now * 1000u);
+    }
+}
+
+/* Relays the plant's OBS; for a non-terminal one, waits up to deadline_ms for the host's answer and
+ * returns what the session decides (the host's action, or the safe action when it is not valid). */
+static choice_t host_relay(const float *x, const edgerl_obs_t *obs) {
+    const edgerl_obs_t relayed = {.t_us = board_millis() * 1000u,
+                                  .reward = obs->reward,
+                                  .terminated = obs->terminated,
+                                  .truncated = obs->truncated,
+                                  .count = EDGE_RL_OBS_SIZE,
+                                  .values = x};
+    host.awaited_seq = host.device.tx_seq;
+    host.awaiting = !(obs->terminated || obs->truncated);
+    if (!edgerl_device_send_obs(&host.device, &relayed)) {
+        host.awaiting = false;
+    }
+    const uint32_t start = board_millis();
+    while (host.awaiting && (uint32_t)(board_millis() - start) < deadline_ms) {
+        host_poll();
+    }
+    host.awaiting = false;
+    const edgerl_decision_t d = edgerl_device_decide(&host.device, board_millis());
+    return (choice_t){d.action, d.reason != EDGERL_REASON_POLICY};
+}
+
+/* ---- deciding ------------------------------------------------------------------------------------ */
+
+static choice_t act_locally(const float *x) {
+    if (self_test_failures != 0) {
+        return SAFE_CHOICE;
+    }
+    for (unsigned k = 0; k < EDGE_RL_OBS_SIZE; ++k) {
+        if (!isfinite(x[k])) {
+            return SAFE_CHOICE;
+        }
+    }
+    return (choice_t){(uint16_t)edge_rl_act(x), false};
+}
+
+#if EDGE_RL_HEAD_LEARNING
+/* Local mode with learning: the adapted head chooses, the ACTION goes out, then the transition this
+ * OBS completes is learnt. A non-finite observation gets the safe action and breaks the chain. */
+static void act_and_learn(uint16_t seq, const float *x, const edgerl_obs_t *obs) {
+    const bool terminal = obs->terminated || obs->truncated;
+    if (act_locally(x).fallback) {
+        edgerl_headq_forget(&head);
+        if (!terminal) {
+            plant_send_action(seq, SAFE_CHOICE);
+        }
+        return;
+    }
+    edge_rl_features(x, edgerl_headq_input(&head));
+    if (!terminal) {
+        plant_send_action(seq, (choice_t){edgerl_headq_act(&head), false});
+    }
+    edgerl_headq_learn(&head, obs->reward, terminal);
+}
+#endif
+
+static void on_plant_obs(uint16_t seq, const edgerl_obs_t *obs) {
+    const bool terminal = obs->terminated || obs->truncated;
+    if (obs->count != EDGE_RL_OBS_SIZE) {
+        plant_send_error(EDGERL_ERR_INCOMPATIBLE, "observation size differs from the policy's");
+        if (!terminal) {
+            plant_send_action(seq, SAFE_CHOICE);
+        }
+        return;
+    }
+    float x[EDGE_RL_OBS_SIZE];
+    for (uint16_t k = 0; k < EDGE_RL_OBS_SIZE; ++k) {
+        x[k] = edgerl_obs_value(obs, k);
+    }
+    choice_t choice = SAFE_CHOICE;
+#if EDGE_RL_HEAD_LEARNING
+    if (mode == MODE_LOCAL && learner.on) {
+        act_and_learn(seq, x, obs);
+        return;
+    }
+#endif
+    if (mode == MODE_REMOTE) {
+        choice = host_relay(x, obs); /* terminal OBS are relayed too: the host learns from them */
+    } else if (!terminal) {
+        choice = act_locally(x);
+    }
+    if (!terminal) {
+        plant_send_action(seq, choice);
+    }
+}
+
+/* ---- CONFIG -------------------------------------------------------------------------------------- */
+
+static void set_mode(float value) {
+    const run_mode_t wanted = (run_mode_t)value;
+    if (wanted == mode) {
+        return;
+    }
+    mode = wanted;
+    if (mode == MODE_REMOTE) {
+        edgerl_device_init(&host.device, &host.cfg, board_millis());
+        edgerl_device_send_hello(&host.device, true);
+        plant_attach(BOARD_UART1);
+    } else {
+        plant_attach(BOARD_UART0);
+    }
+}
+
+static void set_deadline_ms(float value) { deadline_ms = (uint32_t)value; }
+
+#if EDGE_RL_HEAD_LEARNING
+/* 1 starts from the exported head (again, if it was learning); 0 acts from the exported policy. */
+static void set_learn(float value) {
+    static const edgerl_headq_params_t params = EDGERL_HEADQ_PARAMS_FROM_POLICY;
+    learner.on = value != 0.0f;
+    if (learner.on) {
+        edgerl_headq_init(&head, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0,
+                          learner_mem, learner_trace, learner.seed);
+        head.epsilon = learner.epsilon;
+    }
+}
+
+static void set_epsilon(float value) {
+    learner.epsilon = value < 0.0f ? -1.0f : value;
+    head.epsilon = learner.epsilon;
+}
+
+static void set_seed(float value) { learner.seed = (uint32_t)value; }
+#endif
+
+/* Keys the plant may set, with their ranges (the learning keys only when the policy can learn). */
+static const struct {
+    const char *key;
+    float min, max;
+    bool integral;
+    void (*apply)(float value);
+} CONFIG_KEYS[] = {
+    {"mode", 0.0f, 1.0f, true, set_mode},
+    {"deadline_ms", 1.0f, 1000.0f, true, set_deadline_ms},
+#if EDGE_RL_HEAD_LEARNING
+    {"learn", 0.0f, 1.0f, true, set_learn},
+    {"epsilon", -1.0f, 1.0f, false, set_epsilon},
+    {"seed", 0.0f, 16777216.0f, true, set_seed},
+#endif
+};
+
+/* "<what> <key>" as an ERROR to the plant. */
+static void plant_config_error(uint16_t code, const char *what, const edgerl_config_t *cfg) {
+    char text[EDGERL_MAX_ERROR_TEXT + 1];
+    char *at = append(text, what);
+    memcpy(at, cfg->key, cfg->key_len); /* at most EDGERL_MAX_CONFIG_KEY: fits after `what` */
+    at[cfg->key_len] = '\0';
+    plant_send_error(code, text);
+}
+
+static void on_plant_config(const edgerl_config_t *cfg) {
+    for (size_t i = 0; i < sizeof CONFIG_KEYS / sizeof CONFIG_KEYS[0]; ++i) {
+        const char *key = CONFIG_KEYS[i].key;
+        if (strlen(key) != cfg->key_len || memcmp(key, cfg->key, cfg->key_len) != 0) {
+            continue;
+        }
+        const float v = cfg->value;
+        const bool in_range = isfinite(v) && v >= CONFIG_KEYS[i].min && v <= CONFIG_KEYS[i].max;
+        if (!in_range || (CONFIG_KEYS[i].integral && v != (float)(int32_t)v)) {
+            plant_config_error(EDGERL_ERR_BAD_CONFIG_VALUE, "bad value for config key ", cfg);
+        } else {
+            CONFIG_KEYS[i].apply(v);
+        }
+        return;
+    }
+    plant_config_error(EDGERL_ERR_UNKNOWN_CONFIG, "unknown config key ", cfg);
+}
+
+/* ---- start-up and the main loop ------------------------------------------------------------------ */
+
+static void on_plant_message(const edgerl_msg_t *msg) {
+    switch (msg->type) {
+    case EDGERL_HELLO:
+    case EDGERL_FOREIGN_HELLO:
+        if (msg->flags & EDGERL_FLAG_HELLO_REPLY_REQUESTED) {
+            plant_announce();
+        }
+        break;
+    case EDGERL_OBS:
+        on_plant_obs(msg->seq, &msg->u.obs);
+        break;
+    case EDGERL_CONFIG:
+        on_plant_config(&msg->u.config);
+        break;
+    default:
+        break; /* HEARTBEAT, RESET, ACTION, ERROR: nothing for the controller to do */
+    }
+}
+
+static void run_self_test(void) {
+    self_test_failures = edge_rl_self_test();
+    if (self_test_failures != 0) {
+        char *at = append(self_test_text, "self-test: ");
+        at = append_uint(at, (unsigned)self_test_failures);
+        at = append(at, " of ");
+        at = append_uint(at, EDGE_RL_GOLDEN_N);
+        *append(at, " golden actions differ") = '\0';
+    }
+}
+
+static void describe_device(void) {
+    edgerl_device_config_t *cfg = &host.cfg;
+    edgerl_device_config_init(cfg);
+    cfg->device_id = DEVICE_ID;
+    cfg->obs_shape[0] = EDGE_RL_OBS_SIZE;
+    cfg->obs_ndim = 1;
+    cfg->n_actions = EDGE_RL_N_ACTIONS;
+    cfg->safe_action = EDGE_RL_SAFE_ACTION;
+    cfg->heartbeat_ms = HEARTBEAT_MS;
+    cfg->capabilities = EDGERL_CAP_CONFIG | EDGERL_CAP_DEADMAN | EDGERL_CAP_POLICY |
+                        (self_test_failures == 0 ? EDGERL_CAP_SELF_TEST_PASSED : 0u);
+    cfg->tx_buf = host.tx;
+    cfg->tx_cap = sizeof host.tx;
+    cfg->write = host_write;
+    cfg->on_message = host_on_message;
+}
+
+int main(void) {
+    board_init();
+    run_self_test();
+    describe_device();
+    plant_attach(BOARD_UART0);
+    plant_announce();
+    for (;;) {
+        while (board_uart_readable(plant.uart)) {
+            edgerl_msg_t msg;
+            if (edgerl_parser_push(&plant.parser, board_uart_get(plant.uart), &msg)) {
+                on_plant_message(&msg);
+            }
+        }
+        if (mode == MODE_REMOTE) {
+            host_poll();
+        }
+    }
+}
