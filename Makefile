@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/link.py
 	$(BIN)/python benchmarks/daemon.py
 	$(BIN)/python benchmarks/telemetry.py
+	$(BIN)/python benchmarks/mcu.py
 
 clean:
 	rm -rf $(VENV) .venv-device runs .pytest_cache .ruff_cache .import_linter_cache firmware_bridge/firmware/build \

@@ -14,15 +14,19 @@ shapes instead) are exported to `policy.h` and built twice with arm-none-eabi-gc
 Instruction counts are exact for the emulated instruction set; cycles on silicon differ by the
 memory's wait states and the multiplier (Cortex-M3: 1-cycle MUL, no FPU: soft float).
 
-    python benchmarks/mcu.py            # ~1 min
-Writes benchmarks/results/mcu.json.
+Then the AntiJam int8 student learns its head on the MCU through a jammer switch (sweeping, then
+reactive from slot 5,000; 20,000 slots driven from this host over the emulated UART), for a few
+exploration seeds, next to the same student frozen: success per 500-slot window, the slots after
+the switch until a window reaches 80 % of the new best (reactive: 1.0), and a PNG.
+
+    python benchmarks/mcu.py            # ~5 min (--adapt-seeds 0: ~1.5)
+Writes benchmarks/results/mcu.json and mcu.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -35,12 +39,11 @@ from edge_rl.policy import Policy  # noqa: E402
 from edge_rl.rollout import collect_states  # noqa: E402
 from edge_rl.table import print_table  # noqa: E402
 from export.c_header import to_c_header  # noqa: E402
-from firmware_bridge.qemu import QemuError, boot, build_firmware  # noqa: E402
+from firmware_bridge.qemu import QemuError, build_firmware, count_instructions  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TASKS = {"cartpole": ("CartPole-v1", {}), "antijam-sweeping": ("edge_rl/AntiJam-v0", {"jammer": "sweeping"})}
 PRECISIONS = {"fp32": "none", "int8": "int8", "1-bit": "1bit"}
-BENCH = re.compile(r"bench n=(\d+) decide_ms=(\d+) features_ms=(\d+) learn_ms=(\d+)")
 
 
 def student(task: str, precision: str, shaped: bool) -> Policy:
@@ -66,13 +69,7 @@ def measure(task: str, precision: str, policy: Policy, work: Path) -> dict:
         fits = True
     except QemuError:
         fits = False
-    with boot(build_firmware(header, work, name, "bench").elf, 0, count_instructions=True) as machine:
-        machine.wait(300)
-    found = BENCH.search(machine.console)
-    if found is None:
-        raise QemuError(f"no bench line from the firmware: {machine.console.strip()[-200:]}")
-    n, decide, features, learn = map(int, found.groups())
-    per = 1e6 / n  # a guest millisecond is a million instructions; per repetition
+    counted = count_instructions(build_firmware(header, work, name, "bench").elf)
     return {
         "task": task,
         "precision": precision,
@@ -80,10 +77,75 @@ def measure(task: str, precision: str, policy: Policy, work: Path) -> dict:
         "flash": firmware.flash,
         "ram": firmware.ram,
         "fits_32k_8k": fits,
-        "decision_instructions": round(decide * per),
-        "learning_step_instructions": round(learn * per) if learn else None,  # 0: the header has no head learning
-        "update_instructions": round((learn - features) * per) if learn else None,
+        "decision_instructions": counted.decision,
+        "learning_step_instructions": counted.learning_step or None,  # 0: the header has no head section
+        "update_instructions": counted.update or None,
     }
+
+
+STEPS, SWITCH, WINDOW, BAR = 20_000, 5_000, 500, 0.8
+
+
+def adaptation(policy: Policy, work: Path, seeds: int) -> dict:
+    """Success per window of the MCU learning its head through the switch, per seed, and of the frozen student."""
+    import numpy as np
+
+    from firmware_bridge.qemu import Plant, boot
+    from tests.head_learning import Frozen, jammer_switch
+
+    golden = collect_states(policy.act, "edge_rl/AntiJam-v0", 64, 0, 0.1, {"jammer": "sweeping"})
+    header = work / "adapt.h"
+    header.write_text(to_c_header(policy, golden, policy.act(golden)))
+    elf = build_firmware(header, work, "adapt").elf
+
+    def windows(success: np.ndarray) -> list[float]:
+        return [round(float(w), 4) for w in success.reshape(-1, WINDOW).mean(axis=1)]
+
+    runs = []
+    for seed in range(seeds):
+        with boot(elf) as machine:
+            plant = Plant(machine.port(0))
+            plant.hello()
+            plant.configure("seed", float(seed + 1))
+            plant.configure("learn", 1.0)
+            runs.append(windows(jammer_switch(plant, STEPS, SWITCH, seed)))
+        print(f"  MCU learning, seed {seed}: last 5k {np.mean(runs[-1][-10:]):.3f}", flush=True)
+    frozen = windows(jammer_switch(Frozen(policy), STEPS, SWITCH, 0))
+    return {"window": WINDOW, "switch": SWITCH, "learning": runs, "frozen": frozen}
+
+
+def summarise(adapt: dict) -> None:
+    import numpy as np
+
+    first, window = adapt["switch"] // adapt["window"], adapt["window"]
+    named = [(f"MCU learning, seed {i}", c) for i, c in enumerate(adapt["learning"])] + [("frozen", adapt["frozen"])]
+    rows = []
+    for name, curve in named:
+        after = curve[first:]
+        reached = next((i * window for i, w in enumerate(after) if w >= BAR), "never")
+        rows.append([name, np.mean(curve[2:first]), after[0], np.mean(after[-10:]), reached])
+    print_table(["run", "before (1k-5k)", "first 500 after", "last 5k", "slots to 80 % of best"], rows)
+
+
+def plot(adapt: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = (np.arange(len(adapt["frozen"])) + 1) * adapt["window"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, curve in enumerate(adapt["learning"]):
+        ax.plot(x, curve, color="tab:blue", alpha=0.8, label="learning on the MCU" if i == 0 else None)
+    ax.plot(x, adapt["frozen"], color="tab:gray", label="frozen")
+    ax.axvline(adapt["switch"], color="tab:red", linestyle="--", label="sweeping -> reactive")
+    ax.axhline(BAR, color="black", linewidth=0.5, linestyle=":", label="80 % of the new best")
+    ax.set(xlabel="slot", ylabel=f"success per {adapt['window']} slots", ylim=(0, 1.02))
+    ax.set_title("AntiJam int8 student on an emulated Cortex-M3: head learning through a jammer switch")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 def main() -> None:
@@ -92,13 +154,19 @@ def main() -> None:
         "--shaped", action="store_true", help="use the test suite's policies of the students' shapes (default: off)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "mcu.json", help="JSON output (default: %(default)s)")
+    parser.add_argument(
+        "--adapt-seeds", type=int, default=3, help="jammer-switch runs of on-MCU learning, 0 to skip (default: 3)"
+    )
     args = parser.parse_args()
     rows = []
+    adapt = None
     with tempfile.TemporaryDirectory(prefix="edgerl-mcu-") as tmp:
         for task in TASKS:
             for precision in PRECISIONS:
                 rows.append(measure(task, precision, student(task, precision, args.shaped), Path(tmp)))
                 print(f"  {task} {precision}: {rows[-1]['decision_instructions']:,} instructions/decision", flush=True)
+        if args.adapt_seeds > 0:
+            adapt = adaptation(student("antijam-sweeping", "int8", args.shaped), Path(tmp), args.adapt_seeds)
     header = ["task", "precision", "MACs", "flash B", "RAM B", "fits 32K/8K", "instr/decision", "instr/MAC"]
     header += ["instr/learning step", "instr/update"]
     print_table(
@@ -120,8 +188,12 @@ def main() -> None:
         ],
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "students": "shaped" if args.shaped else "compression.py"}, indent=1))
-    print(f"wrote {args.out}")
+    if adapt is not None:
+        summarise(adapt)
+        plot(adapt, args.out.with_suffix(".png"))
+    report = {"rows": rows, "adaptation": adapt, "students": "shaped" if args.shaped else "compression.py"}
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}" + (f" and {args.out.with_suffix('.png')}" if adapt else ""))
 
 
 if __name__ == "__main__":

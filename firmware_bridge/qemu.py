@@ -31,7 +31,8 @@ from .protocol import Action, Config, Error, FrameDecoder, Hello, Message, Obs, 
 FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware" / "cortex_m"
 TOOLS = {
     "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
-    "arm-none-eabi-nm": "gcc-arm-none-eabi (binutils-arm-none-eabi)",
+    "arm-none-eabi-nm": "binutils-arm-none-eabi",
+    "arm-none-eabi-size": "binutils-arm-none-eabi",
     "qemu-system-arm": "qemu-system-arm",
 }
 
@@ -91,10 +92,11 @@ def build_firmware(policy_h: Path, out: Path, name: str = "firmware", variant: s
         lines = result.stderr.splitlines()
         first = next((line for line in lines if re.search(r"error|overflow", line)), lines[0] if lines else "")
         raise QemuError(f"firmware for {policy_h} does not build: {first.strip()}")
-    sizes = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s", result.stdout, re.MULTILINE)
-    if sizes is None:
-        raise QemuError(f"no arm-none-eabi-size figures in the build output: {result.stdout.strip()[:200]}")
     elf = Path(out).resolve() / f"{name}{'' if variant == 'firmware' else '-' + variant}.elf"
+    size = subprocess.run([_require("arm-none-eabi-size"), str(elf)], capture_output=True, text=True, check=True)
+    sizes = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s", size.stdout, re.MULTILINE)
+    if sizes is None:
+        raise QemuError(f"no arm-none-eabi-size figures for {elf}: {size.stdout.strip()[:200]}")
     return Firmware(elf, *map(int, sizes.groups()))
 
 
@@ -198,6 +200,33 @@ def boot(elf: Path, uarts: int = 1, timeout: float = 10.0, count_instructions: b
     return machine
 
 
+BENCH_LINE = re.compile(r"bench n=(\d+) calibrate_ms=(\d+) decide_ms=(\d+) features_ms=(\d+) learn_ms=(\d+)")
+
+
+@dataclass(frozen=True)
+class Instructions:
+    """Instructions per repetition measured by a "bench" image; the learning figures are 0 without a head section."""
+
+    decision: int  # edge_rl_act
+    learning_step: int  # features, the head's forward and choice, the update
+    update: int  # edgerl_headq_learn alone
+
+
+def count_instructions(bench_elf: Path, timeout: float = 300.0) -> Instructions:
+    """Run a "bench" image under -icount shift=0 and read its figures; refuses a run whose
+    10-million-instruction calibration loop did not take 10 guest milliseconds."""
+    with boot(bench_elf, 0, count_instructions=True) as machine:
+        status = machine.wait(timeout)
+    found = BENCH_LINE.search(machine.console)
+    if status != 0 or found is None:
+        raise QemuError(f"the bench firmware failed (status {status}): {machine.console.strip()[-200:]}")
+    n, calibrate, decide, features, learn = map(int, found.groups())
+    if abs(calibrate - 10) > 1:
+        raise QemuError(f"10 million instructions took {calibrate} guest ms, not 10: the count is off")
+    per = 1e6 / n  # a guest millisecond is a million instructions
+    return Instructions(round(decide * per), round(learn * per), round(max(learn - features, 0) * per))
+
+
 class _Qmp:
     """QEMU's machine protocol on a Unix socket: one JSON command per line, one reply each."""
 
@@ -242,10 +271,11 @@ class Plant:
     """The environment's side of the firmware's plant protocol on one UART.
 
     Sends OBS and reads the controller's ACTION answering each non-terminal one (a terminal OBS
-    gets none); every ERROR the controller sends is also kept in `errors`.
+    gets none); every ERROR the controller sends is also kept in `errors`. `timeout` bounds the wait
+    for one answer: generous, as a busy host stalls every emulator at once (2 s seen here).
     """
 
-    def __init__(self, port: serial.Serial, timeout: float = 5.0) -> None:
+    def __init__(self, port: serial.Serial, timeout: float = 30.0) -> None:
         self.port, self.timeout = port, timeout
         self.decoder = FrameDecoder()
         self.errors: list[Error] = []

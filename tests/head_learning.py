@@ -98,6 +98,18 @@ class Controller(Protocol):
     ) -> tuple[int, bool] | None: ...
 
 
+class Frozen:
+    """The exported policy without learning: what the MCU answers with `learn` 0 (tests/test_cortex_m.py)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def act(
+        self, observation: np.ndarray, reward: float = 0.0, terminated: bool = False, truncated: bool = False
+    ) -> tuple[int, bool] | None:
+        return None if terminated or truncated else (int(self.policy.act(observation)), False)
+
+
 def teacher_forced(controller: Controller, frames: list[Frame]) -> list[int]:
     """Send the recorded frames; the actions the controller answered (not applied to anything)."""
     answers = [controller.act(f.obs, f.reward, f.terminated, f.truncated) for f in frames]

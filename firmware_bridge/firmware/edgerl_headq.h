@@ -45,6 +45,10 @@ typedef struct {
 /* and, when gamma * lambda > 0 (policy.h: EDGE_RL_HEAD_TRACED), the trace: as many floats as the head.
  * With lambda 0 the trace is the last gradient, one row: no memory, and one row's work per update. */
 #define EDGERL_HEADQ_TRACE_FLOATS(n_in, n_actions) ((n_actions) * ((n_in) + 1u))
+/* The trace buffer for an exported policy.h (one float, unused, when it needs none) and init's argument:
+ *     static float trace[EDGERL_HEADQ_TRACE_SIZE];  ...  edgerl_headq_init(..., EDGERL_HEADQ_TRACE(trace), seed) */
+#define EDGERL_HEADQ_TRACE_SIZE (EDGE_RL_HEAD_TRACED ? EDGERL_HEADQ_TRACE_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS) : 1u)
+#define EDGERL_HEADQ_TRACE(buffer) (EDGE_RL_HEAD_TRACED ? (buffer) : NULL)
 
 typedef struct {
     edgerl_headq_params_t p;

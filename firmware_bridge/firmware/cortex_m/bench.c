@@ -2,8 +2,9 @@
  *
  * Boot under `qemu-system-arm -icount shift=0`: the virtual clock then advances 1 ns per executed
  * instruction, so the SysTick milliseconds elapsed over N repetitions, times 1e6 / N, are the
- * instructions of one repetition (the 1 kHz SysTick interrupt adds ~20 per million). Prints one
- * line over semihosting and exits: "bench n=N decide_ms=A features_ms=B learn_ms=C". decide is
+ * instructions of one repetition (the 1 kHz SysTick interrupt adds ~20 per million). A loop of
+ * exactly 10 million instructions checks that scale first (calibrate_ms, expected 10). Prints one
+ * line over semihosting and exits: "bench n=N calibrate_ms=K decide_ms=A features_ms=B learn_ms=C". decide is
  * edge_rl_act on the golden observations; features is edge_rl_features plus the head's forward and
  * action choice; learn adds edgerl_headq_learn (the whole on-device learning step). */
 #include <stdio.h>
@@ -22,6 +23,14 @@
 
 static const float *golden(uint32_t i) { return &EDGE_RL_GOLDEN_OBS[(i % EDGE_RL_GOLDEN_N) * EDGE_RL_OBS_SIZE]; }
 
+/* 5 million iterations of a two-instruction loop (subs, bne) */
+static uint32_t time_calibration(void) {
+    uint32_t n = 5000000u;
+    const uint32_t start = board_millis();
+    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+    return board_millis() - start;
+}
+
 static uint32_t time_decisions(void) {
     volatile int sink = 0;
     const uint32_t start = board_millis();
@@ -34,11 +43,7 @@ static uint32_t time_decisions(void) {
 
 #if EDGE_RL_HEAD_LEARNING
 static float mem[EDGERL_HEADQ_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
-#if EDGE_RL_HEAD_TRACED
-static float trace[EDGERL_HEADQ_TRACE_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
-#else
-#define trace NULL
-#endif
+static float trace[EDGERL_HEADQ_TRACE_SIZE];
 
 /* BENCH_N steps of the on-device learner on the golden stream (reward 1 every other step);
  * `learn` false stops after choosing the action: the part the control loop waits for. */
@@ -46,7 +51,8 @@ static uint32_t time_learning(bool learn) {
     static const edgerl_headq_params_t params = EDGERL_HEADQ_PARAMS_FROM_POLICY;
     static edgerl_headq_t h;
     volatile int sink = 0;
-    edgerl_headq_init(&h, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0, mem, trace, 1u);
+    edgerl_headq_init(&h, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0, mem,
+                      EDGERL_HEADQ_TRACE(trace), 1u);
     const uint32_t start = board_millis();
     for (uint32_t i = 0; i < BENCH_N; ++i) {
         edge_rl_features(golden(i), edgerl_headq_input(&h));
@@ -61,16 +67,18 @@ static uint32_t time_learning(bool learn) {
 #endif
 
 int main(void) {
-    char line[96];
+    char line[128];
     uint32_t features_ms = 0, learn_ms = 0;
     board_init();
+    const uint32_t calibrate_ms = time_calibration();
     const uint32_t decide_ms = time_decisions();
 #if EDGE_RL_HEAD_LEARNING
     features_ms = time_learning(false);
     learn_ms = time_learning(true);
 #endif
-    snprintf(line, sizeof line, "bench n=%lu decide_ms=%lu features_ms=%lu learn_ms=%lu\n", (unsigned long)BENCH_N,
-             (unsigned long)decide_ms, (unsigned long)features_ms, (unsigned long)learn_ms);
+    snprintf(line, sizeof line, "bench n=%lu calibrate_ms=%lu decide_ms=%lu features_ms=%lu learn_ms=%lu\n",
+             (unsigned long)BENCH_N, (unsigned long)calibrate_ms, (unsigned long)decide_ms, (unsigned long)features_ms,
+             (unsigned long)learn_ms);
     board_print(line);
     board_exit(0);
 }

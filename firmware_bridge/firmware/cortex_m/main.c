@@ -70,11 +70,7 @@ static struct {
 /* apart from the initialised fields: zeroed memory costs no flash */
 static edgerl_headq_t head;
 static float learner_mem[EDGERL_HEADQ_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
-#if EDGE_RL_HEAD_TRACED
-static float learner_trace[EDGERL_HEADQ_TRACE_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
-#else
-#define learner_trace NULL
-#endif
+static float learner_trace[EDGERL_HEADQ_TRACE_SIZE];
 #endif
 
 static run_mode_t mode = MODE_LOCAL;
@@ -305,7 +301,7 @@ static void set_learn(float value) {
     learner.on = value != 0.0f;
     if (learner.on) {
         edgerl_headq_init(&head, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0,
-                          learner_mem, learner_trace, learner.seed);
+                          learner_mem, EDGERL_HEADQ_TRACE(learner_trace), learner.seed);
         head.epsilon = learner.epsilon;
     }
 }

@@ -9,11 +9,7 @@
 #include "policy.h"
 
 static float mem[EDGERL_HEADQ_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
-#if EDGE_RL_HEAD_TRACED
-static float trace[EDGERL_HEADQ_TRACE_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
-#else
-#define trace NULL
-#endif
+static float trace[EDGERL_HEADQ_TRACE_SIZE];
 
 int main(int argc, char **argv)
 {
@@ -22,8 +18,9 @@ int main(int argc, char **argv)
     float obs[EDGE_RL_OBS_SIZE], reward;
     int terminated, truncated, k;
     unsigned i;
-    edgerl_headq_init(&h, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0, mem, trace,
-                      argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 10) : 1u);
+    uint32_t seed = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 10) : 1u;
+    edgerl_headq_init(&h, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0, mem,
+                      EDGERL_HEADQ_TRACE(trace), seed);
     if (argc > 1) h.epsilon = atof(argv[1]);
     while (scanf("%f %d %d", &reward, &terminated, &truncated) == 3) {
         bool done = terminated || truncated;
