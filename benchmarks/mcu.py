@@ -11,7 +11,8 @@ shapes instead) are exported to `policy.h` and built twice with arm-none-eabi-gc
   instruction: instructions per decision (`edge_rl_act`), per learning step (features, the head's
   forward and choice, then `edgerl_headq_learn`) and per update alone, next to the model card's
   MACs per decision (the floor: one MAC is at least one multiply-accumulate instruction).
-Instruction counts are exact for the emulated instruction set; cycles on silicon differ by the
+Counts are of the emulated instruction set, to +-250 (4,000 repetitions timed to the guest millisecond;
+a 10-million-instruction loop checks the scale); cycles on silicon differ by the
 memory's wait states and the multiplier (Cortex-M3: 1-cycle MUL, no FPU: soft float).
 
 Then the AntiJam int8 student learns its head on the MCU through a jammer switch (sweeping, then

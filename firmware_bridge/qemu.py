@@ -107,7 +107,14 @@ class Machine:
         self._process, self._qmp, self._workdir = process, qmp, workdir
         self.uarts = uarts
         self._console: str | None = None
-        self.ports: list[serial.Serial | None] = [serial.Serial(path, 115200, timeout=0) for path in uarts]
+        self.ports: list[serial.Serial | None] = []
+        try:
+            for path in uarts:
+                self.ports.append(serial.Serial(path, 115200, timeout=0))
+        except BaseException:
+            for port in self.ports:
+                port.close()
+            raise
 
     def port(self, index: int) -> serial.Serial:
         port = self.ports[index]
@@ -182,12 +189,15 @@ def boot(elf: Path, uarts: int = 1, timeout: float = 10.0, count_instructions: b
     command += ["-serial", "pty"] * uarts
     with open(workdir / "console.log", "wb") as console:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
+    qmp = None
     try:
         qmp = _Qmp(qmp_path, process, time.monotonic() + timeout)
         chardevs = {c["label"]: c["filename"] for c in qmp.run("query-chardev")}
         paths = [chardevs[f"serial{i}"].removeprefix("pty:") for i in range(uarts)]
         machine = Machine(process, qmp, workdir, paths)
     except BaseException:
+        if qmp is not None:
+            qmp.close()
         process.kill()
         process.wait()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -245,8 +255,12 @@ class _Qmp:
                 time.sleep(0.01)
         self.sock.settimeout(max(deadline - time.monotonic(), 1.0))
         self.reader = self.sock.makefile("r")
-        self.reader.readline()  # the greeting
-        self.run("qmp_capabilities")
+        try:
+            self.reader.readline()  # the greeting
+            self.run("qmp_capabilities")
+        except BaseException:
+            self.close()
+            raise
 
     def run(self, command: str, **arguments: object) -> list | dict:
         """One command's result (asynchronous events on the way are skipped)."""
@@ -288,7 +302,13 @@ class Plant:
         return seq
 
     def hello(self) -> Hello:
-        """Start a session (our numbering starts over) and return the controller's HELLO."""
+        """Start a session and return the controller's HELLO answering it.
+
+        HELLOs already received (the one sent at boot, earlier answers) are dropped first, so the
+        answer is also a barrier: the controller has handled every frame sent before it.
+        """
+        self._receive(self.port.in_waiting)
+        self._inbox = [msg for msg in self._inbox if not isinstance(msg, Hello)]
         self.send(Hello("plant", reply_requested=True))
         return self._expect(lambda m: isinstance(m, Hello), "a HELLO")
 
@@ -319,7 +339,11 @@ class Plant:
             if left <= 0:
                 raise QemuError(f"no answer from the controller: waited {self.timeout} s for {what}")
             self.port.timeout = min(left, 0.05)
-            for msg in self.decoder.feed(self.port.read(max(self.port.in_waiting, 1))):
-                self._inbox.append(msg)
-                if isinstance(msg, Error):
-                    self.errors.append(msg)
+            self._receive(max(self.port.in_waiting, 1))
+
+    def _receive(self, size: int) -> None:
+        """Read up to `size` bytes (within the port's timeout) into the inbox; ERRORs are also kept in `errors`."""
+        for msg in self.decoder.feed(self.port.read(size)):
+            self._inbox.append(msg)
+            if isinstance(msg, Error):
+                self.errors.append(msg)

@@ -72,22 +72,42 @@ def reference(policy: Policy, frames: list[Frame], actions: list[int]) -> Refere
     return Reference(greedy, ties, learner.net.theta.reshape(learner.n_actions, -1).copy())
 
 
-def assert_equivalent(policy: Policy, frames: list[Frame], actions: list[int], theta: np.ndarray, greedy: bool) -> None:
-    """Same actions (when `greedy`, up to float32 ties) and max |d theta| <= 1e-4 of max |theta|."""
+# The issue's bound is 1e-4 of max |theta|; measured 2e-8 to 2.5e-7 (x86 under three OpenBLAS kernel
+# sets, and soft float on the Cortex-M3), so the tests hold 1e-6: a float32 TD target or a lost
+# rounding step shows up, the order of a float32 sum does not.
+TOLERANCE = 1e-6
+
+
+def assert_equivalent(
+    policy: Policy, frames: list[Frame], actions: list[int], theta: np.ndarray, epsilon: float | None = 0.0
+) -> float:
+    """The device learnt as the numpy head learner: returns max |d theta| / max |theta|.
+
+    `epsilon` is the device's exploration: 0 (its actions are the greedy ones, float32 ties aside),
+    a fixed rate, or None for the header's schedule; exploring, the share of non-greedy actions
+    must be what the rate predicts (within 4.5 standard deviations).
+    """
     ref = reference(policy, frames, actions)
     assert len(actions) == len(ref.greedy) == sum(not f.done for f in frames)
     differ = [i for i, (a, g) in enumerate(zip(actions, ref.greedy, strict=True)) if a != g]
-    if greedy:
+    if epsilon == 0.0:
         assert all(ref.ties[i] for i in differ), f"actions differ at {[i for i in differ if not ref.ties[i]]}"
         assert len(differ) <= len(actions) // 100, f"{len(differ)} ties decided differently"
-    else:  # exploring: the device's own draws, followed by the numpy learner
-        assert 0.05 < len(differ) / len(actions) < 0.5
+    else:  # a random action is another than the greedy one with probability (n - 1) / n
+        learner = from_policy(policy, "head")
+        t = np.arange(1, len(actions) + 1)
+        schedule = learner.eps_start + (learner.eps_end - learner.eps_start) * t / learner.eps_decay_steps
+        rate = np.full(len(t), epsilon) if epsilon is not None else np.maximum(schedule, learner.eps_end)
+        p = float(rate.mean()) * (policy.action.n - 1) / policy.action.n
+        spread = 4.5 * np.sqrt(p * (1 - p) / len(actions)) + 0.01  # + float32 ties
+        assert abs(len(differ) / len(actions) - p) <= spread, (len(differ) / len(actions), p)
     start = from_policy(policy, "head").net.theta.astype(np.float64)
     scale = float(np.abs(ref.theta).max())
     err = float(np.abs(np.asarray(theta, np.float64).ravel() - ref.theta.ravel()).max())
     moved = float(np.abs(ref.theta.ravel() - start).max())
-    assert moved > 100 * err, f"the head barely learnt ({moved:.3g}) next to the difference {err:.3g}"
-    assert err <= 1e-4 * scale, f"max |d theta| {err:.3g} vs max |theta| {scale:.3g}"
+    assert moved > 1e4 * err, f"the head barely learnt ({moved:.3g}) next to the difference {err:.3g}"
+    assert err <= TOLERANCE * scale, f"max |d theta| {err:.3g} is {err / scale:.2g} of max |theta| {scale:.3g}"
+    return err / scale
 
 
 class Controller(Protocol):

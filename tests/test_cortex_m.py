@@ -47,7 +47,6 @@ class Case:
 class Rig:
     cases: dict[str, Case]
     tampered: Firmware  # AntiJam int8 with three wrong golden actions in its header
-    budget: Firmware  # AntiJam int8 linked into 32 KB flash / 8 KB RAM
     bundle: Path  # the exported AntiJam int8 bundle whose policy.h cases["antijam-int8"] runs
 
 
@@ -69,13 +68,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Rig:
     wrong = policy.act(states[:GOLDEN])
     wrong[:3] = (wrong[:3] + 1) % policy.action.n
     headers["tampered"] = write_header(root / "tampered.h", policy, states[:GOLDEN], wrong)
-    jobs = [(name, header, "firmware") for name, header in headers.items()]
-    jobs.append(("budget", headers["antijam-int8"], "budget"))
     with ThreadPoolExecutor(2) as pool:
-        futures = {name: pool.submit(build_firmware, h, root / "build", name, kind) for name, h, kind in jobs}
+        futures = {name: pool.submit(build_firmware, h, root / "build", name) for name, h in headers.items()}
         built = {name: future.result() for name, future in futures.items()}
     cases = {name: Case(policy, states, built[name]) for name, (policy, states) in policies.items()}
-    return Rig(cases, built["tampered"], built["budget"], bundle)
+    return Rig(cases, built["tampered"], bundle)
 
 
 # --- local mode: the policy on the MCU answers ------------------------------------------------------------
@@ -155,9 +152,9 @@ def test_invalid_input_gets_the_safe_action_or_an_error_and_a_bad_frame_is_ignor
         assert not plant.errors[5:]
 
 
-def test_the_budget_build_fits_32k_flash_and_8k_ram(rig: Rig) -> None:
+def test_the_budget_build_fits_32k_flash_and_8k_ram(rig: Rig, tmp_path: Path) -> None:
     """The link is the proof (a region that overflows fails it); the figures go into the message."""
-    budget = rig.budget
+    budget = build_firmware(rig.bundle / "policy.h", tmp_path, "antijam-int8", "budget")
     figures = f"text={budget.text} data={budget.data} bss+stack={budget.bss}: flash {budget.flash}, RAM {budget.ram}"
     print(f"AntiJam int8 budget build: {figures}")
     assert budget.flash <= 32 * 1024 and budget.ram <= 8 * 1024, figures
@@ -225,7 +222,7 @@ def test_the_mcu_learns_its_head_as_the_numpy_head_learner_does(rig: Rig, name: 
         head = from_policy(case.policy, "head").net.theta.size  # learner_mem starts with the head
         theta = machine.read_floats(symbol(case.firmware.elf, "learner_mem"), head)
     assert not plant.errors
-    assert_equivalent(case.policy, frames, actions, theta, greedy=True)
+    print(f"{name}: max |d theta| / max |theta| = {assert_equivalent(case.policy, frames, actions, theta):.2g}")
 
 
 SWITCH_STEPS, SWITCH_AT, LATE = 12_000, 2_000, 8_000
@@ -254,7 +251,7 @@ def golden_of(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
 def test_the_mcu_recovers_from_a_jammer_switch_by_learning_its_head(antijam_int8: list[Policy], tmp_path: Path) -> None:
     """int8 policies trained on the sweeping jammer meet a reactive one at slot 2,000: frozen they
     collapse; learning on the MCU they recover to >= 80 % of the new best (1.0) by slots 8k-12k,
-    on average over the three teachers (figures in cortex_m/README.md)."""
+    on average over the three teachers (measured figures: firmware_bridge/firmware/cortex_m/README.md)."""
     teachers = antijam_int8  # one after another: each QEMU run is ~40 s alone, 3x slower sharing 2 cores
     runs = [switch_on_the_mcu(p, tmp_path / f"t{i}", i) for i, p in enumerate(teachers)]
     frozen = [float(jammer_switch(Frozen(p), SWITCH_STEPS, SWITCH_AT, i)[LATE:].mean()) for i, p in enumerate(teachers)]

@@ -30,12 +30,15 @@ def build(tmp: Path, policy) -> Path:
     return exe
 
 
-def run(exe: Path, frames: list[Frame], epsilon: float, seed: int = 1) -> tuple[list[int], np.ndarray, int]:
+def run(exe: Path, frames: list[Frame], epsilon: float | None, seed: int = 1) -> tuple[list[int], np.ndarray, int]:
     lines = [
         f"{f.reward!r} {int(f.terminated)} {int(f.truncated)} " + " ".join(f"{v:.9g}" for v in f.obs) for f in frames
     ]
     out = subprocess.run(
-        [str(exe), str(epsilon), str(seed)], input="\n".join(lines) + "\n", capture_output=True, text=True
+        [str(exe), str(-1.0 if epsilon is None else epsilon), str(seed)],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
     )
     assert_clean(out.returncode, out.stderr)
     out = out.stdout.split("\n")
@@ -47,13 +50,13 @@ def run(exe: Path, frames: list[Frame], epsilon: float, seed: int = 1) -> tuple[
 @pytest.mark.parametrize(
     ("env", "precision"), [("antijam", "int8"), ("antijam", "1bit"), ("antijam", "fp32"), ("cartpole", "int8")]
 )
-@pytest.mark.parametrize("epsilon", [0.0, 0.3])
-def test_c_head_learner_matches_numpy(tmp_path: Path, env: str, precision: str, epsilon: float) -> None:
+@pytest.mark.parametrize("epsilon", [0.0, 0.3, None])  # None: the header's schedule
+def test_c_head_learner_matches_numpy(tmp_path: Path, env: str, precision: str, epsilon: float | None) -> None:
     policy = make(env, precision)
     frames = record(policy, STEPS, seed=11)
     actions, theta, updates = run(build(tmp_path, policy), frames, epsilon)
     assert updates == sum(1 for before in frames[:-1] if not before.done)  # every answered frame's transition
-    assert_equivalent(policy, frames, actions, theta, greedy=epsilon == 0.0)
+    assert_equivalent(policy, frames, actions, theta, epsilon)
 
 
 def test_a_non_finite_reward_breaks_the_chain_and_never_reaches_the_head(tmp_path: Path) -> None:

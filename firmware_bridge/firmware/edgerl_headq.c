@@ -62,7 +62,7 @@ bool edgerl_headq_init(edgerl_headq_t *h, const edgerl_headq_params_t *p, uint16
                        const float *theta0, float *mem, float *trace, uint32_t seed)
 {
     uint32_t size = (uint32_t)n_actions * (n_in + 1u);
-    if (trace == NULL && p->decay != 0.0f) return false;
+    if (n_actions == 0 || n_in == UINT16_MAX || (trace == NULL && p->decay != 0.0f)) return false;
     memset(h, 0, sizeof *h);
     h->p = *p;
     h->n_in = n_in;
@@ -97,7 +97,7 @@ uint16_t edgerl_headq_act(edgerl_headq_t *h)
 {
     uint16_t action;
     head_forward(h, h->x_next, h->q_next);
-    ++h->steps;
+    if (h->steps < UINT32_MAX) ++h->steps; /* a wrapped clock would restart the exploration schedule */
     action = greedy(h->q_next, h->n_actions);
     if ((double)(next_random(h) >> 8) * (1.0 / 16777216.0) < edgerl_headq_epsilon(h) && h->n_actions > 1) {
         uint32_t top = h->n_actions - 1u, mask = top, value;
@@ -121,10 +121,10 @@ static void update(edgerl_headq_t *h, float reward, bool done)
     uint32_t i, size = params(h);
     uint16_t k, n = row_len(h);
     uint32_t offset = (uint32_t)h->action * n;
-    double target = reward, alpha;
+    double target = reward, delta, alpha;
     float z_norm, step;
     if (!done) target += h->p.gamma * h->q_next[greedy(h->q_next, h->n_actions)];
-    h->last_delta = target - h->q[h->action];
+    delta = target - h->q[h->action];
     if (h->trace != NULL) {
         for (i = 0; i < size; ++i) h->trace[i] *= h->p.decay;
         for (k = 0; k < n; ++k) h->trace[offset + k] += h->x[k];
@@ -132,16 +132,13 @@ static void update(edgerl_headq_t *h, float reward, bool done)
     } else {
         z_norm = l1(h->x, n);
     }
-    alpha = h->p.lr / at_least_one(h->p.lr * h->p.kappa * at_least_one(h->last_delta < 0.0 ? -h->last_delta
-                                                                                           : h->last_delta) * z_norm);
-    step = (float)(alpha * h->last_delta);
+    alpha = h->p.lr / at_least_one(h->p.lr * h->p.kappa * at_least_one(delta < 0.0 ? -delta : delta) * z_norm);
+    step = (float)(alpha * delta);
     if (h->trace != NULL) {
         for (i = 0; i < size; ++i) h->theta[i] += h->trace[i] * step;
     } else {
         for (k = 0; k < n; ++k) h->theta[offset + k] += h->x[k] * step;
     }
-    h->last_alpha = alpha;
-    h->last_trace_l1 = z_norm;
     ++h->updates;
 }
 
@@ -178,5 +175,3 @@ void edgerl_headq_forget(edgerl_headq_t *h)
     h->pending = false;
     clear_trace(h);
 }
-
-void edgerl_headq_q_values(const edgerl_headq_t *h, float *q) { head_forward(h, h->x_next, q); }

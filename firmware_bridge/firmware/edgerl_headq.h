@@ -15,13 +15,14 @@
  *     if (!done) { action = edgerl_headq_act(&h); send(action); }
  *     edgerl_headq_learn(&h, reward, done);
  * Arithmetic mirrors numpy's: float32 parameters, trace and products; the TD error, target, gamma
- * and ObGD's step size in double. Build without floating-point contraction (-std=c99 does that for
- * GCC): a fused multiply-add rounds once where numpy rounds twice.
+ * and ObGD's step size in double. Build with -ffp-contract=off (GCC's -std=c99 implies it, clang
+ * does not): a fused multiply-add rounds once where numpy rounds twice.
  */
 #ifndef EDGERL_HEADQ_H
 #define EDGERL_HEADQ_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -64,16 +65,14 @@ typedef struct {
     uint16_t action;      /* taken in x */
     uint16_t next_action; /* chosen for x_next by act() */
     bool nongreedy;
-    uint32_t steps;       /* actions chosen (the exploration schedule's clock) */
+    uint32_t steps;       /* actions chosen (the exploration schedule's clock; stops at 2^32 - 1) */
     uint32_t updates;     /* transitions learnt */
     uint32_t divergences; /* updates that made a Q-value non-finite: the head was reset */
-    double last_delta, last_alpha;
-    float last_trace_l1;
 } edgerl_headq_t;
 
 /* `mem`: EDGERL_HEADQ_FLOATS(n_in, n_actions) floats; `trace`: EDGERL_HEADQ_TRACE_FLOATS of them, or
- * NULL when p->decay is 0; `theta0`: n_actions * (n_in + 1) floats. False (nothing set) without a
- * trace the settings need. */
+ * NULL when p->decay is 0; `theta0`: n_actions * (n_in + 1) floats. False (nothing set) for no
+ * actions, n_in 65535 or more, or no trace where the settings need one. */
 bool edgerl_headq_init(edgerl_headq_t *h, const edgerl_headq_params_t *p, uint16_t n_in, uint16_t n_actions,
                        const float *theta0, float *mem, float *trace, uint32_t seed);
 /* Where the caller writes the features (n_in floats) of each new observation. */
@@ -86,8 +85,6 @@ uint16_t edgerl_headq_act(edgerl_headq_t *h);
 void edgerl_headq_learn(edgerl_headq_t *h, float reward, bool done);
 /* Drop the pending transition and the trace (a lost or invalid observation breaks the chain). */
 void edgerl_headq_forget(edgerl_headq_t *h);
-/* Q-values of the input's features under the current head, without learning. */
-void edgerl_headq_q_values(const edgerl_headq_t *h, float *q);
 /* The current exploration rate. */
 double edgerl_headq_epsilon(const edgerl_headq_t *h);
 

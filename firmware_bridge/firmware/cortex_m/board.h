@@ -12,7 +12,7 @@ typedef uintptr_t board_uart_t;
 #define BOARD_UART0 ((board_uart_t)0x4000C000u)
 #define BOARD_UART1 ((board_uart_t)0x4000D000u)
 
-/* SysTick's clock under QEMU 7.2 (measured, see README.md): the 12 MHz system clock at reset. */
+/* SysTick's clock under QEMU 7.2 (measured, see README.md): the 12.5 MHz system clock at reset. */
 #define BOARD_CPU_HZ 12500000u
 
 /* Starts the millisecond clock and enables both UARTs (8N1, FIFOs on). */

@@ -67,8 +67,7 @@ static struct {
     float epsilon; /* < 0: the schedule */
     uint32_t seed;
 } learner = {.epsilon = -1.0f, .seed = 1u};
-/* apart from the initialised fields: zeroed memory costs no flash */
-static edgerl_headq_t head;
+static edgerl_headq_t head; /* apart from the initialised settings: zeroed RAM costs no flash */
 static float learner_mem[EDGERL_HEADQ_FLOATS(EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS)];
 static float learner_trace[EDGERL_HEADQ_TRACE_SIZE];
 #endif
@@ -213,16 +212,28 @@ static choice_t host_relay(const float *x, const edgerl_obs_t *obs) {
 
 /* ---- deciding ------------------------------------------------------------------------------------ */
 
-static choice_t act_locally(const float *x) {
+/* Whether the policy may act on `x`: it passed its self-test and every value is finite. */
+static bool usable(const float *x) {
     if (self_test_failures != 0) {
-        return SAFE_CHOICE;
+        return false;
     }
     for (unsigned k = 0; k < EDGE_RL_OBS_SIZE; ++k) {
         if (!isfinite(x[k])) {
-            return SAFE_CHOICE;
+            return false;
         }
     }
-    return (choice_t){(uint16_t)edge_rl_act(x), false};
+    return true;
+}
+
+static choice_t act_locally(const float *x) {
+    return usable(x) ? (choice_t){(uint16_t)edge_rl_act(x), false} : SAFE_CHOICE;
+}
+
+/* An observation the learner does not see (wrong size, non-finite, another mode) ends its chain. */
+static void break_learning_chain(void) {
+#if EDGE_RL_HEAD_LEARNING
+    edgerl_headq_forget(&head);
+#endif
 }
 
 #if EDGE_RL_HEAD_LEARNING
@@ -230,8 +241,8 @@ static choice_t act_locally(const float *x) {
  * OBS completes is learnt. A non-finite observation gets the safe action and breaks the chain. */
 static void act_and_learn(uint16_t seq, const float *x, const edgerl_obs_t *obs) {
     const bool terminal = obs->terminated || obs->truncated;
-    if (act_locally(x).fallback) {
-        edgerl_headq_forget(&head);
+    if (!usable(x)) {
+        break_learning_chain();
         if (!terminal) {
             plant_send_action(seq, SAFE_CHOICE);
         }
@@ -249,6 +260,7 @@ static void on_plant_obs(uint16_t seq, const edgerl_obs_t *obs) {
     const bool terminal = obs->terminated || obs->truncated;
     if (obs->count != EDGE_RL_OBS_SIZE) {
         plant_send_error(EDGERL_ERR_INCOMPATIBLE, "observation size differs from the policy's");
+        break_learning_chain();
         if (!terminal) {
             plant_send_action(seq, SAFE_CHOICE);
         }
@@ -283,6 +295,7 @@ static void set_mode(float value) {
         return;
     }
     mode = wanted;
+    break_learning_chain(); /* the host acted meanwhile: no transition spans the change */
     if (mode == MODE_REMOTE) {
         edgerl_device_init(&host.device, &host.cfg, board_millis());
         edgerl_device_send_hello(&host.device, true);
@@ -298,12 +311,10 @@ static void set_deadline_ms(float value) { deadline_ms = (uint32_t)value; }
 /* 1 starts from the exported head (again, if it was learning); 0 acts from the exported policy. */
 static void set_learn(float value) {
     static const edgerl_headq_params_t params = EDGERL_HEADQ_PARAMS_FROM_POLICY;
-    learner.on = value != 0.0f;
-    if (learner.on) {
-        edgerl_headq_init(&head, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS, EDGE_RL_HEAD_THETA0,
-                          learner_mem, EDGERL_HEADQ_TRACE(learner_trace), learner.seed);
-        head.epsilon = learner.epsilon;
-    }
+    learner.on = value != 0.0f && edgerl_headq_init(&head, &params, EDGE_RL_HEAD_IN, EDGE_RL_N_ACTIONS,
+                                                    EDGE_RL_HEAD_THETA0, learner_mem,
+                                                    EDGERL_HEADQ_TRACE(learner_trace), learner.seed);
+    head.epsilon = learner.epsilon;
 }
 
 static void set_epsilon(float value) {
