@@ -171,7 +171,9 @@ def test_remote_mode_relays_the_plant_to_edge_rl_run_and_falls_back_when_it_stop
     states, safe = case.states[2000:2300], case.policy.action.safe
     ends = episode_ends(len(states), 50)
     config = tmp_path / "daemon.toml"
-    config.write_text("[control]\ndeadline_ms = 1000\n")  # the daemon's own budget: no loaded CI machine misses it
+    # the daemon's own budget, and its staleness check, loose: an emulated clock loses SysTick ticks while a
+    # loaded host starves QEMU (seen: OBS 0.5 s "late" by the guest's clock with a second QEMU running)
+    config.write_text("[control]\ndeadline_ms = 1000\nstale_ms = 10000\n")
     with boot(case.firmware.elf, uarts=2) as machine:
         Plant(machine.port(0)).configure("mode", 1)
         plant = Plant(machine.port(1))
@@ -200,7 +202,8 @@ def test_remote_mode_relays_the_plant_to_edge_rl_run_and_falls_back_when_it_stop
     assert daemon.returncode == 0, output[-2000:]
     expected = case.policy.act(states)
     differ = [i for i, a in enumerate(answers) if i not in ends and a != (expected[i], False)]
-    assert not differ and all(answers[i] is None for i in ends), f"steps {differ[:5]} differ from the IR's"
+    got = [answers[i] for i in differ[:5]]
+    assert not differ and all(answers[i] is None for i in ends), f"steps {differ[:5]}: {got}, not the IR's; {output}"
     print(f"safe action with the fallback flag {fallback_s:.2f} s after the daemon stopped")
 
 

@@ -805,12 +805,11 @@ static bool send(edgerl_device_t *d, edgerl_msg_t *msg)
     return true;
 }
 
-bool edgerl_device_send_hello(edgerl_device_t *d, bool reply_requested)
+void edgerl_device_hello(const edgerl_device_config_t *cfg, bool reply_requested, edgerl_msg_t *msg)
 {
-    const edgerl_device_config_t *cfg = &d->cfg;
-    edgerl_msg_t msg = {0};
-    edgerl_hello_t *h = &msg.u.hello;
-    msg.type = EDGERL_HELLO;
+    edgerl_hello_t *h = &msg->u.hello;
+    memset(msg, 0, sizeof *msg);
+    msg->type = EDGERL_HELLO;
     h->major = cfg->major;
     h->minor = EDGERL_MINOR;
     h->schema_hash = cfg->schema_hash;
@@ -824,6 +823,12 @@ bool edgerl_device_send_hello(edgerl_device_t *d, bool reply_requested)
     h->device_id = cfg->device_id;
     h->device_id_len = (uint8_t)strlen(cfg->device_id); /* <= 32: checked by init */
     h->reply_requested = reply_requested;
+}
+
+bool edgerl_device_send_hello(edgerl_device_t *d, bool reply_requested)
+{
+    edgerl_msg_t msg;
+    edgerl_device_hello(&d->cfg, reply_requested, &msg);
     return send(d, &msg);
 }
 

@@ -316,6 +316,9 @@ edgerl_decision_t edgerl_device_decide(edgerl_device_t *d, uint32_t now_ms);
 /* The state a HEARTBEAT should report. */
 uint8_t edgerl_device_state(const edgerl_device_t *d);
 
+/* The HELLO a device configured by `cfg` sends (for a device that speaks on more than one link). */
+void edgerl_device_hello(const edgerl_device_config_t *cfg, bool reply_requested, edgerl_msg_t *msg);
+
 /* Senders: each builds one frame in tx_buf and hands it to write(); false if it did not fit. */
 bool edgerl_device_send_hello(edgerl_device_t *d, bool reply_requested);
 bool edgerl_device_send_obs(edgerl_device_t *d, const edgerl_obs_t *obs);

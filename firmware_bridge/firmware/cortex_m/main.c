@@ -19,6 +19,8 @@
 #include "../edgerl.h"
 #include "../edgerl_headq.h"
 #include "board.h"
+#include "plant.h"
+#include "relay.h"
 
 #ifndef POLICY_HEADER
 #define POLICY_HEADER "policy.h"
@@ -34,31 +36,11 @@
 
 typedef enum { MODE_LOCAL = 0, MODE_REMOTE = 1 } run_mode_t;
 
-/* The action answering one OBS, and whether a fallback rather than a policy chose it. */
-typedef struct {
-    uint16_t action;
-    bool fallback;
-} choice_t;
-
 static const choice_t SAFE_CHOICE = {EDGE_RL_SAFE_ACTION, true};
 
-/* The plant's side: its own parser and sequence numbers, frames built in `tx`. */
-static struct {
-    board_uart_t uart;
-    edgerl_parser_t parser;
-    uint16_t tx_seq;
-    uint8_t tx[EDGERL_WIRE_SIZE(EDGERL_MAX_CONTROL_PAYLOAD)];
-} plant;
-
-/* The host daemon's side (remote mode): the library's device session on UART0. */
-static struct {
-    edgerl_device_t device;
-    edgerl_device_config_t cfg;
-    uint8_t tx[EDGERL_DEVICE_TX_SIZE(EDGERL_OBS_F32_PAYLOAD(EDGE_RL_OBS_SIZE))];
-    uint32_t last_heartbeat_ms;
-    bool awaiting; /* a relayed OBS waits for its ACTION */
-    uint16_t awaited_seq;
-} host;
+/* This device as both links describe it, and the host session's transmit buffer (sized for our OBS). */
+static edgerl_device_config_t device;
+static uint8_t host_tx[EDGERL_DEVICE_TX_SIZE(EDGERL_OBS_F32_PAYLOAD(EDGE_RL_OBS_SIZE))];
 
 #if EDGE_RL_HEAD_LEARNING
 /* On-device learning (local mode): the learner and its static memory. */
@@ -100,114 +82,12 @@ static char *append_uint(char *at, unsigned v) {
     return at;
 }
 
-/* ---- the plant link ------------------------------------------------------------------------------ */
-
-static void plant_send(edgerl_msg_t *msg) {
-    msg->seq = plant.tx_seq++;
-    board_uart_write(plant.uart, plant.tx, edgerl_encode(plant.tx, sizeof plant.tx, EDGERL_MAJOR, msg));
-}
-
-/* Answers a HELLO: one description of this device (host.cfg) for both links. */
-static void plant_send_hello(void) {
-    const edgerl_device_config_t *cfg = &host.cfg;
-    edgerl_msg_t msg = {.type = EDGERL_HELLO};
-    edgerl_hello_t *h = &msg.u.hello;
-    h->major = EDGERL_MAJOR;
-    h->minor = EDGERL_MINOR;
-    h->schema_hash = EDGERL_SCHEMA_HASH;
-    h->capabilities = cfg->capabilities;
-    h->n_actions = cfg->n_actions;
-    h->safe_action = cfg->safe_action;
-    h->heartbeat_ms = cfg->heartbeat_ms;
-    h->obs_dtype = cfg->obs_dtype;
-    h->ndim = cfg->obs_ndim;
-    memcpy(h->obs_shape, cfg->obs_shape, sizeof h->obs_shape);
-    h->device_id = cfg->device_id;
-    h->device_id_len = (uint8_t)strlen(cfg->device_id);
-    plant_send(&msg);
-}
-
-static void plant_send_error(uint16_t code, const char *text) {
-    edgerl_msg_t msg = {.type = EDGERL_ERROR};
-    msg.u.error.code = code;
-    msg.u.error.text = text;
-    msg.u.error.text_len = (uint8_t)strlen(text);
-    plant_send(&msg);
-}
-
-static void plant_send_action(uint16_t answers, choice_t choice) {
-    edgerl_msg_t msg = {.type = EDGERL_ACTION};
-    msg.u.action.action = choice.action;
-    msg.u.action.answers = answers;
-    msg.u.action.valid_ms = 1000;
-    msg.u.action.fallback = choice.fallback;
-    plant_send(&msg);
-}
-
 /* Our HELLO, followed by the self-test's complaint when it failed. */
 static void plant_announce(void) {
-    plant_send_hello();
+    plant_send_hello(&device);
     if (self_test_failures != 0) {
         plant_send_error(EDGERL_ERR_SELF_TEST_FAILED, self_test_text);
     }
-}
-
-static void plant_attach(board_uart_t uart) {
-    plant.uart = uart;
-    plant.tx_seq = 0;
-    edgerl_parser_init(&plant.parser, EDGERL_MAJOR);
-}
-
-/* ---- the host link (remote mode) ------------------------------------------------------------------ */
-
-static void host_write(void *ctx, const uint8_t *data, size_t len) {
-    (void)ctx;
-    board_uart_write(BOARD_UART0, data, len);
-}
-
-static void host_on_message(void *ctx, const edgerl_msg_t *msg) {
-    (void)ctx;
-    if (msg->type == EDGERL_ACTION && host.awaiting && msg->u.action.answers == host.awaited_seq) {
-        host.awaiting = false;
-    }
-}
-
-/* Bytes in, heartbeats out: call often while in remote mode. */
-static void host_poll(void) {
-    uint8_t chunk[16]; /* the PL011's receive FIFO depth */
-    size_t n = 0;
-    while (n < sizeof chunk && board_uart_readable(BOARD_UART0)) {
-        chunk[n++] = board_uart_get(BOARD_UART0);
-    }
-    const uint32_t now = board_millis();
-    edgerl_device_feed(&host.device, chunk, n, now);
-    if ((uint32_t)(now - host.last_heartbeat_ms) >= HEARTBEAT_MS) {
-        host.last_heartbeat_ms = now;
-        edgerl_device_send_heartbeat(&host.device, now * 1000u);
-    }
-}
-
-/* Relays the plant's OBS; for a non-terminal one, waits up to deadline_ms for the host's answer and
- * returns what the session decides (the host's action, or the safe action when it is not valid). */
-static choice_t host_relay(const float *x, const edgerl_obs_t *obs) {
-    const edgerl_obs_t relayed = {.t_us = board_millis() * 1000u,
-                                  .reward = obs->reward,
-                                  .terminated = obs->terminated,
-                                  .truncated = obs->truncated,
-                                  .count = EDGE_RL_OBS_SIZE,
-                                  .values = x};
-    host.awaited_seq = host.device.tx_seq;
-    host.awaiting = !(obs->terminated || obs->truncated);
-    if (!edgerl_device_send_obs(&host.device, &relayed)) {
-        host.awaiting = false;
-    }
-    const uint32_t start = board_millis();
-    while (host.awaiting && (uint32_t)(board_millis() - start) < deadline_ms) {
-        host_poll();
-    }
-    host.awaiting = false;
-    const edgerl_decision_t d = edgerl_device_decide(&host.device, board_millis());
-    return (choice_t){d.action, d.reason != EDGERL_REASON_POLICY};
 }
 
 /* ---- deciding ------------------------------------------------------------------------------------ */
@@ -278,7 +158,8 @@ static void on_plant_obs(uint16_t seq, const edgerl_obs_t *obs) {
     }
 #endif
     if (mode == MODE_REMOTE) {
-        choice = host_relay(x, obs); /* terminal OBS are relayed too: the host learns from them */
+        const edgerl_decision_t d = relay(x, obs, deadline_ms); /* terminal OBS too: the host learns from them */
+        choice = (choice_t){d.action, d.reason != EDGERL_REASON_POLICY};
     } else if (!terminal) {
         choice = act_locally(x);
     }
@@ -297,8 +178,7 @@ static void set_mode(float value) {
     mode = wanted;
     break_learning_chain(); /* the host acted meanwhile: no transition spans the change */
     if (mode == MODE_REMOTE) {
-        edgerl_device_init(&host.device, &host.cfg, board_millis());
-        edgerl_device_send_hello(&host.device, true);
+        relay_start(&device);
         plant_attach(BOARD_UART1);
     } else {
         plant_attach(BOARD_UART0);
@@ -341,15 +221,6 @@ static const struct {
 #endif
 };
 
-/* "<what> <key>" as an ERROR to the plant. */
-static void plant_config_error(uint16_t code, const char *what, const edgerl_config_t *cfg) {
-    char text[EDGERL_MAX_ERROR_TEXT + 1];
-    char *at = append(text, what);
-    memcpy(at, cfg->key, cfg->key_len); /* at most EDGERL_MAX_CONFIG_KEY: fits after `what` */
-    at[cfg->key_len] = '\0';
-    plant_send_error(code, text);
-}
-
 static void on_plant_config(const edgerl_config_t *cfg) {
     for (size_t i = 0; i < sizeof CONFIG_KEYS / sizeof CONFIG_KEYS[0]; ++i) {
         const char *key = CONFIG_KEYS[i].key;
@@ -359,13 +230,13 @@ static void on_plant_config(const edgerl_config_t *cfg) {
         const float v = cfg->value;
         const bool in_range = isfinite(v) && v >= CONFIG_KEYS[i].min && v <= CONFIG_KEYS[i].max;
         if (!in_range || (CONFIG_KEYS[i].integral && v != (float)(int32_t)v)) {
-            plant_config_error(EDGERL_ERR_BAD_CONFIG_VALUE, "bad value for config key ", cfg);
+            plant_send_config_error(EDGERL_ERR_BAD_CONFIG_VALUE, "bad value for config key ", cfg);
         } else {
             CONFIG_KEYS[i].apply(v);
         }
         return;
     }
-    plant_config_error(EDGERL_ERR_UNKNOWN_CONFIG, "unknown config key ", cfg);
+    plant_send_config_error(EDGERL_ERR_UNKNOWN_CONFIG, "unknown config key ", cfg);
 }
 
 /* ---- start-up and the main loop ------------------------------------------------------------------ */
@@ -401,7 +272,7 @@ static void run_self_test(void) {
 }
 
 static void describe_device(void) {
-    edgerl_device_config_t *cfg = &host.cfg;
+    edgerl_device_config_t *cfg = &device;
     edgerl_device_config_init(cfg);
     cfg->device_id = DEVICE_ID;
     cfg->obs_shape[0] = EDGE_RL_OBS_SIZE;
@@ -411,10 +282,8 @@ static void describe_device(void) {
     cfg->heartbeat_ms = HEARTBEAT_MS;
     cfg->capabilities = EDGERL_CAP_CONFIG | EDGERL_CAP_DEADMAN | EDGERL_CAP_POLICY |
                         (self_test_failures == 0 ? EDGERL_CAP_SELF_TEST_PASSED : 0u);
-    cfg->tx_buf = host.tx;
-    cfg->tx_cap = sizeof host.tx;
-    cfg->write = host_write;
-    cfg->on_message = host_on_message;
+    cfg->tx_buf = host_tx;
+    cfg->tx_cap = sizeof host_tx;
 }
 
 int main(void) {
@@ -424,14 +293,9 @@ int main(void) {
     plant_attach(BOARD_UART0);
     plant_announce();
     for (;;) {
-        while (board_uart_readable(plant.uart)) {
-            edgerl_msg_t msg;
-            if (edgerl_parser_push(&plant.parser, board_uart_get(plant.uart), &msg)) {
-                on_plant_message(&msg);
-            }
-        }
+        plant_poll(on_plant_message);
         if (mode == MODE_REMOTE) {
-            host_poll();
+            relay_poll();
         }
     }
 }
