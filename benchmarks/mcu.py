@@ -91,8 +91,7 @@ def adaptation(policy: Policy, work: Path, seeds: int) -> dict:
     """Success per window of the MCU learning its head through the switch, per seed, and of the frozen student."""
     import numpy as np
 
-    from firmware_bridge.qemu import Plant, boot
-    from tests.head_learning import Frozen, jammer_switch
+    from tests.head_learning import Frozen, jammer_switch, jammer_switch_on_the_mcu
 
     golden = collect_states(policy.act, "edge_rl/AntiJam-v0", 64, 0, 0.1, {"jammer": "sweeping"})
     header = work / "adapt.h"
@@ -104,12 +103,7 @@ def adaptation(policy: Policy, work: Path, seeds: int) -> dict:
 
     runs = []
     for seed in range(seeds):
-        with boot(elf) as machine:
-            plant = Plant(machine.port(0))
-            plant.hello()
-            plant.configure("seed", float(seed + 1))
-            plant.configure("learn", 1.0)
-            runs.append(windows(jammer_switch(plant, STEPS, SWITCH, seed)))
+        runs.append(windows(jammer_switch_on_the_mcu(elf, STEPS, SWITCH, seed)))
         print(f"  MCU learning, seed {seed}: last 5k {np.mean(runs[-1][-10:]):.3f}", flush=True)
     frozen = windows(jammer_switch(Frozen(policy), STEPS, SWITCH, 0))
     return {"window": WINDOW, "switch": SWITCH, "learning": runs, "frozen": frozen}

@@ -7,6 +7,7 @@ step's next observation with its reward and flags (a terminal one is not answere
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -153,4 +154,18 @@ def jammer_switch(controller: Controller, steps: int, switch_at: int, seed: int,
         obs, reward, terminated, truncated, info = env.step(answer[0])
         reward = float(np.float32(reward))
         success[t] = info["success"]
+    return success
+
+
+def jammer_switch_on_the_mcu(elf: Path, steps: int, switch_at: int, seed: int) -> np.ndarray:
+    """`jammer_switch` with the firmware `elf` learning its head under QEMU (exploration draws seed + 1)."""
+    from firmware_bridge.qemu import Plant, boot
+
+    with boot(elf) as machine:
+        plant = Plant(machine.port(0))
+        plant.hello()
+        plant.configure("seed", float(seed + 1))
+        plant.configure("learn", 1.0)
+        success = jammer_switch(plant, steps, switch_at, seed)
+    assert not plant.errors, plant.errors
     return success

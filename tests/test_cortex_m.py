@@ -25,7 +25,14 @@ from export.c_header import to_c_header
 from export.exporter import export_bundle
 from firmware_bridge.protocol import Capability, ErrorCode, Obs, encode
 from firmware_bridge.qemu import Firmware, Plant, boot, build_firmware, count_instructions, symbol
-from tests.head_learning import Frozen, assert_equivalent, jammer_switch, record, teacher_forced
+from tests.head_learning import (
+    Frozen,
+    assert_equivalent,
+    jammer_switch,
+    jammer_switch_on_the_mcu,
+    record,
+    teacher_forced,
+)
 from tests.policies import case_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,13 +242,7 @@ def switch_on_the_mcu(policy: Policy, out: Path, seed: int) -> float:
     """Late success (slots 8,000-12,000) of the MCU learning its head; the jammer turns reactive at slot 2,000."""
     out.mkdir()
     header = write_header(out / "policy.h", policy, *golden_of(policy))
-    with boot(build_firmware(header, out).elf) as machine:
-        plant = Plant(machine.port(0))
-        plant.hello()
-        plant.configure("seed", float(seed + 1))
-        plant.configure("learn", 1.0)
-        success = jammer_switch(plant, SWITCH_STEPS, SWITCH_AT, seed)
-    assert not plant.errors
+    success = jammer_switch_on_the_mcu(build_firmware(header, out).elf, SWITCH_STEPS, SWITCH_AT, seed)
     return float(success[LATE:].mean())
 
 
