@@ -1,5 +1,8 @@
 """A real Mosquitto for link tests: a free loopback port, a log file, persistence that survives SIGKILL.
 
+`bridge_to(port)` gives the config lines of a bridge to another broker (pass them as `extra`): the
+fleet tests publish on one broker and watch on the other.
+
 Started as root, mosquitto would drop to user `mosquitto` and fail to write a root-owned 0700 temp
 dir while it keeps running; so it runs as `nobody` (via setpriv) in a world-writable dir of its
 own. Mosquitto cannot listen on port 0, hence a port picked free first and a TCP poll until ready.
@@ -35,6 +38,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bridge_to(port: int, topics: Sequence[str] = ("edgerl/# both 1",), name: str = "edge-to-core") -> list[str]:
+    """Config lines bridging this broker to 127.0.0.1:port (MQTT 3.1.1; `topic PATTERN DIRECTION QOS` each).
+
+    Give them last in `extra` (what follows `connection` configures the bridge). Retries after 1 s
+    (Mosquitto's default back-off starts at 5 s); the bridge's state is a retained message on
+    `$SYS/broker/connection/<name>/state` (1 = up) on both brokers.
+    """
+    lines = [f"connection {name}", f"address 127.0.0.1:{port}", "bridge_protocol_version mqttv311"]
+    lines += [f"remote_clientid {name}", "restart_timeout 1 2", "notifications true", "cleansession false"]
+    return lines + [f"topic {topic}" for topic in topics]
 
 
 class Mosquitto:
