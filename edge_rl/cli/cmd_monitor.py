@@ -1,4 +1,4 @@
-"""`edge-rl monitor`: the fleet's telemetry live in a table, recorded, plotted and served to Prometheus."""
+"""`edge-rl monitor`: the fleet's telemetry live in a table or a browser, recorded, plotted, served to Prometheus."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from edge_rl.cli.common import count, positive_float, positive_int
 from edge_rl.errors import BadInput
 
 REFRESH_S = 0.5  # the live table is redrawn at most this often
+DRAW_SHARE = 0.25  # ... and less often when drawing takes longer: at most this share of a core
+TABLE_CHROME = 7  # terminal lines the live table needs besides its device rows (title, header, borders, caption)
 
 
 def port_number(text: str) -> int:
@@ -32,14 +35,15 @@ def port_number(text: str) -> int:
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "monitor",
-        help="watch the fleet's telemetry over MQTT: live table, record, replay, plot, Prometheus",
+        help="watch the fleet's telemetry over MQTT: live table, web view, record, replay, plot, Prometheus",
         description="Subscribes to edgerl/+/telemetry and edgerl/+/status (MQTT 3.1.1, QoS 1) and shows one "
         "row per device: presence, bundle, adaptation mode, boot, sparklines of success rate and mean return, "
         "loop latency, promotions and rollbacks, safe actions, message accounting (de-duplicated by boot and "
         "seq; gaps are seqs still missing) and alarms (offline or silent, gaps, recent rollback / drift_alarm "
         "/ fallback events, safe-action bursts). Bad messages are counted, never fatal; a broker that is not "
-        "reachable is retried. On a terminal the table is live; otherwise (or with --once) it is printed at "
-        "exit. Exit codes: 0 done (after --duration, Ctrl-C or SIGTERM); 2 bad arguments.",
+        "reachable is retried. On a terminal the table is live (as many rows as fit, devices with alarms "
+        "first); otherwise (or with --once) it is printed at exit. --web serves the same table with learning "
+        "curves to a browser, live. Exit codes: 0 done (after --duration, Ctrl-C or SIGTERM); 2 bad arguments.",
     )
     p.add_argument(
         "url",
@@ -70,7 +74,17 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="serve the figures as Prometheus metrics on this port, 0 picks one (default: none)",
     )
     p.add_argument(
-        "--bind", default="127.0.0.1", metavar="ADDR", help="address --prometheus listens on (default: 127.0.0.1)"
+        "--web",
+        type=port_number,
+        metavar="PORT",
+        help="serve a live web view (the table with learning curves, server-sent events; /fleet.json the summary) "
+        "on this port, 0 picks one and prints the URL (default: none)",
+    )
+    p.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address --prometheus and --web listen on (default: 127.0.0.1)",
     )
     p.add_argument(
         "--username",
@@ -140,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
 def replay(args: argparse.Namespace, fleet: Any, console: Any) -> int:
     from edge_rl.monitor import record
 
-    live_only = {"url": "a broker URL", "record": "--record", "prometheus": "--prometheus", "duration": "--duration"}
+    live_only = {"url": "a broker URL", "record": "--record", "prometheus": "--prometheus", "web": "--web"}
+    live_only["duration"] = "--duration"
     for key, flag in live_only.items():
         if getattr(args, key) is not None:
             raise BadInput(f"--replay renders a recorded session: {flag} needs a live broker")
@@ -171,7 +186,8 @@ def watch(args: argparse.Namespace, fleet: Any, console: Any) -> int:
     broker = Broker(host, port, tls, username, password, args.ca, args.client_id, args.keepalive)
     recorder = Recorder(args.record) if args.record is not None else None
     monitor = Monitor(broker, fleet, recorder)
-    exporter = None
+    exporter = web = None
+    views: list[Callable[[], None]] = []  # called in the monitor's thread after each batch of messages
     interactive = console.is_terminal and not (args.once or args.json)
     stop = threading.Event()
     restore = _stop_on_sigterm(stop)
@@ -181,17 +197,25 @@ def watch(args: argparse.Namespace, fleet: Any, console: Any) -> int:
 
             exporter = Exporter(fleet, monitor.lock, args.prometheus, args.bind)
             print(f"edge-rl monitor: metrics on http://{args.bind}:{exporter.port}/metrics", file=sys.stderr)
+        if args.web is not None:
+            from edge_rl.monitor.web import WebView
+
+            web = WebView(fleet, monitor.lock, args.web, args.bind, monitor.status)
+            views.append(web.tick)
+            print(f"edge-rl monitor: web view on {web.url}", file=sys.stderr, flush=True)
         try:
             if interactive:
-                _live(monitor, args.duration, stop, console)
+                _live(monitor, args.duration, stop, console, views)
             else:
-                _quiet(monitor, args.duration, stop)
+                _quiet(monitor, args.duration, stop, views)
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a live monitor is stopped: the final table, record and plot still follow
     finally:
         restore()
         if exporter is not None:
             exporter.close()
+        if web is not None:
+            web.close()
         if recorder is not None:
             recorder.close()
     if not interactive:
@@ -201,22 +225,29 @@ def watch(args: argparse.Namespace, fleet: Any, console: Any) -> int:
     return 0
 
 
-def _live(monitor: Any, duration: float | None, stop: threading.Event, console: Any) -> None:
-    """The table redrawn in place at most every REFRESH_S; left on screen at the end."""
+def _live(
+    monitor: Any, duration: float | None, stop: threading.Event, console: Any, views: list[Callable[[], None]]
+) -> None:
+    """The table redrawn in place every REFRESH_S, or less often if drawing would take more than DRAW_SHARE of a
+    core (a 200-row table takes ~0.2 s to draw); only the rows that fit the terminal; left on screen at the end."""
     from rich.live import Live
 
     from edge_rl.monitor.view import fleet_table
 
     def table() -> Any:
+        rows = max(1, console.size.height - TABLE_CHROME)
         with monitor.lock:
-            return fleet_table(monitor.fleet, time.time(), f"edge-rl fleet · {monitor.status()}")
+            return fleet_table(monitor.fleet, time.time(), f"edge-rl fleet · {monitor.status()}", rows)
 
-    shown = [0.0]
+    due = [0.0]
 
     def show() -> None:
-        if time.monotonic() - shown[0] >= REFRESH_S:
+        for view in views:
+            view()
+        started = time.monotonic()
+        if started >= due[0]:
             live.update(table(), refresh=True)
-            shown[0] = time.monotonic()
+            due[0] = started + max(REFRESH_S, (time.monotonic() - started) / DRAW_SHARE)
 
     with Live(table(), console=console, auto_refresh=False) as live:
         try:
@@ -225,11 +256,13 @@ def _live(monitor: Any, duration: float | None, stop: threading.Event, console: 
             live.update(table(), refresh=True)
 
 
-def _quiet(monitor: Any, duration: float | None, stop: threading.Event) -> None:
+def _quiet(monitor: Any, duration: float | None, stop: threading.Event, views: list[Callable[[], None]]) -> None:
     """No live table: one stderr line whenever the connection status changes."""
     said = [""]
 
     def show() -> None:
+        for view in views:
+            view()
         status = monitor.status()
         if status != said[0]:
             print(f"edge-rl monitor: {status}", file=sys.stderr)

@@ -58,37 +58,55 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
 
 
-def fleet_table(fleet: Fleet, now: float, title: str = "edge-rl fleet") -> Table:
-    """The table `edge-rl monitor` shows: live (refreshed) and at exit."""
-    table = Table(title=Text(title), caption=_caption(fleet), expand=False, header_style="bold")
-    for column, justify in (
-        ("device", "left"),
-        ("status", "left"),
-        ("bundle", "right"),
-        ("adapt", "left"),
-        ("boot", "left"),
-        ("steps", "right"),
-        ("success", "left"),
-        ("return", "left"),
-        ("period p50/p99", "right"),
-        ("act p99", "right"),
-        ("promo/rollb", "right"),
-        ("safe", "right"),
-        ("msgs dup/gap/bad", "right"),
-        ("seen", "right"),
-        ("alarms", "left"),
-    ):
+COLUMNS: tuple[tuple[str, str], ...] = (  # (header, justify): the terminal table's and the web view's
+    ("device", "left"),
+    ("status", "left"),
+    ("bundle", "right"),
+    ("adapt", "left"),
+    ("boot", "left"),
+    ("steps", "right"),
+    ("success", "left"),
+    ("return", "left"),
+    ("period p50/p99", "right"),
+    ("act p99", "right"),
+    ("promo/rollb", "right"),
+    ("safe", "right"),
+    ("msgs dup/gap/bad", "right"),
+    ("seen", "right"),
+    ("alarms", "left"),
+)
+
+
+def fleet_table(fleet: Fleet, now: float, title: str = "edge-rl fleet", rows: int | None = None) -> Table:
+    """The table `edge-rl monitor` shows: live (refreshed) and at exit.
+
+    `rows` caps the device rows (a terminal shows what fits: rendering rows nobody sees costs ~1 ms
+    each); the devices with alarms come first then, and the caption counts the rest.
+    """
+    devices = sorted(fleet.devices.values(), key=lambda d: d.name)
+    hidden = ""
+    if rows is not None and len(devices) > rows:
+        alarmed = {d.name for d in devices if fleet.alarms(d, now)}
+        devices.sort(key=lambda d: d.name not in alarmed)  # stable: by name within each group
+        rest = devices[rows:]
+        devices = devices[:rows]
+        more = sum(d.name in alarmed for d in rest)
+        hidden = f", {len(rest)} more not shown ({more} with alarms)" if more else f", {len(rest)} more not shown (ok)"
+    table = Table(title=Text(title), caption=caption(fleet) + hidden, expand=False, header_style="bold")
+    for column, justify in COLUMNS:
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for device in sorted(fleet.devices.values(), key=lambda d: d.name):
-        table.add_row(*_row(fleet, device, now))
+    for device in devices:
+        table.add_row(*cells(fleet, device, now))
     return table
 
 
-def _row(fleet: Fleet, d: Device, now: float) -> list[Text]:
+def cells(fleet: Fleet, d: Device, now: float, curves: bool = True) -> list[Text]:
+    """One device's row, a Text per column; without `curves` the success and return cells hold only the value
+    (the web view draws the curves itself from `Device.spark`)."""
     presence = fleet.presence(d, now)
     latest = d.latest
-    success = sparkline([p.success_rate for p in d.spark], 0.0, 1.0)
-    returns = sparkline([p.return_mean for p in d.spark])
+    success = sparkline([p.success_rate for p in d.spark], 0.0, 1.0) + " " if curves else ""
+    returns = sparkline([p.return_mean for p in d.spark]) + " " if curves else ""
     steps = latest.get("steps")
     alarms = fleet.alarms(d, now)
     return [
@@ -98,8 +116,8 @@ def _row(fleet: Fleet, d: Device, now: float) -> list[Text]:
         Text(d.adapt or "-"),
         Text(d.boot[:8] if d.boot else "-", style="dim"),
         Text("-" if steps is None else f"{steps:,.0f}"),
-        Text(f"{success} {_value(latest.get('success_rate'))}"),
-        Text(f"{returns} {_value(latest.get('return_mean'), 1)}"),
+        Text(f"{success}{_value(latest.get('success_rate'))}"),
+        Text(f"{returns}{_value(latest.get('return_mean'), 1)}"),
         Text(f"{_us(latest.get('period_p50_us'))}/{_us(latest.get('period_p99_us'))}"),
         Text(_us(latest.get("act_p99_us"))),
         Text(f"{fleet.count(d, 'promotions', 'candidate_promoted')}/{fleet.count(d, 'rollbacks', 'rollback')}"),
@@ -110,7 +128,8 @@ def _row(fleet: Fleet, d: Device, now: float) -> list[Text]:
     ]
 
 
-def _caption(fleet: Fleet) -> str:
+def caption(fleet: Fleet) -> str:
+    """How many devices and messages, and what was refused or ignored."""
     parts = [f"{len(fleet.devices)} devices", f"{fleet.messages} messages"]
     if fleet.unknown_bad:
         parts.append(f"{fleet.unknown_bad} bad from unknown devices")

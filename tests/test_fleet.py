@@ -1,0 +1,218 @@
+"""Fleet scale: the simulated fleet, two Mosquittos bridged, the terminal table on a small screen, the web view's
+streams (deltas, a stalled and a vanished browser) and bad input. Chromium's view of the page: test_fleet_web.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+import threading
+import time
+import urllib.request
+from itertools import pairwise
+
+import pytest
+from rich.console import Console
+
+from edge_rl.cli import main
+from edge_rl.monitor.fleet import Fleet
+from edge_rl.monitor.live import Monitor
+from edge_rl.monitor.simulate import SimDevice
+from edge_rl.monitor.simulate import main as simulate
+from edge_rl.monitor.subscribe import Broker
+from edge_rl.monitor.view import fleet_table
+from edge_rl.monitor.web import Frames
+from edge_rl.telemetry import schema
+from tests.fleet_rig import SimulatedFleet, client, publish, start_monitor, stop, wait_for_bridge
+from tests.mosquitto import bridge_to
+
+
+def test_simulated_devices_publish_what_a_daemon_publishes() -> None:
+    device, again = SimDevice("sim-0001", 7, 2.0, events=50), SimDevice("sim-0001", 7, 2.0, events=50)
+    assert device.boot == again.boot and len(device.boot) == 32  # a seed makes the same fleet
+    docs = [schema.parse_message(device.status("online")[1])]
+    for _ in range(60):
+        docs += [schema.parse_message(payload) for _, payload in device.tick()]
+    seqs = [d["seq"] for d in docs[1:]]
+    assert seqs == list(range(1, len(seqs) + 1))  # samples and events share one gapless seq
+    samples, events = [d for d in docs if d["kind"] == "sample"], [d for d in docs if d["kind"] == "event"]
+    assert len(samples) == 60 and {e["event"] for e in events} <= {"candidate_promoted", "rollback", "drift_alarm"}
+    assert all(set(s) == set(schema.COMMON_FIELDS) | set(schema.SAMPLE_FIELDS) for s in samples)
+    assert [e["data"]["event_seq"] for e in events] == list(range(1, len(events) + 1))
+    assert samples[-1]["promotions"] == sum(e["event"] == "candidate_promoted" for e in events)
+    steps = [s["steps"] for s in samples]
+    assert all(0 < b - a < 100 for a, b in pairwise(steps)) and all(s["interval_s"] == 0.5 for s in samples)
+    assert all(0.0 <= s["success_rate"] <= 1.0 and s["act_p99_us"] > s["act_p50_us"] > 0 for s in samples)
+    assert abs(samples[0]["wall"] - time.time()) < 5  # the send time: a reader's clock minus it is the lag
+
+
+def feed(fleet: Fleet, device: SimDevice, ticks: int) -> None:
+    for _ in range(ticks):
+        for topic, payload in device.tick():
+            fleet.receive(topic, payload, time.time())
+
+
+def test_a_small_terminal_shows_the_devices_with_alarms_first() -> None:
+    fleet = Fleet()
+    for i in range(12):
+        feed(fleet, SimDevice(f"d-{i:02d}", i, 1.0, events=0), 3)
+    flagged = SimDevice("d-09", 9, 1.0, events=0)
+    flagged.seq = 100
+    topic, payload = flagged.event("rollback")
+    fleet.receive(topic, payload, time.time())  # d-09 jumps from seq 3 to 101: a rollback alarm and a gap
+    console = Console(record=True, width=260, file=io.StringIO())
+    console.print(fleet_table(fleet, time.time(), rows=4))
+    text = console.export_text()
+    shown = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│ d-")]
+    assert shown == ["d-09", "d-00", "d-01", "d-02"], text
+    assert "rollback" in text and "gaps 97" in text and "8 more not shown (ok)" in text
+    console.print(fleet_table(fleet, time.time()))  # no cap: every device, by name
+    assert sum(line.startswith("│ d-") for line in console.export_text().splitlines()) == 12
+
+
+def test_monitor_sees_every_device_across_bridged_mosquittos(mosquitto_factory) -> None:
+    core = mosquitto_factory(persistence=False).start()  # the monitor's broker
+    edge = mosquitto_factory(persistence=False, extra=bridge_to(core.port)).start()  # the devices' broker
+    wait_for_bridge(core.port)
+    monitor = Monitor(Broker("127.0.0.1", core.port, False), Fleet())
+    halt = threading.Event()
+    thread = threading.Thread(target=monitor.run, args=(None, halt, lambda: None))
+    thread.start()
+    try:
+        assert monitor.subscriber.subscribed.wait(10), monitor.status()
+        fleet = SimulatedFleet(edge.port, 200, 3.0, rate_hz=1.0, connections=4, seed=3, events=40)
+        fleet.join()
+        sent = fleet.sent
+        deadline = time.monotonic() + 30
+        while monitor.fleet.messages < sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        commands = []  # the bridge carries `both` ways: an operator's command on the core reaches the edge
+        listener = client(edge.port, "test-device-side")
+        listener.on_message = lambda _c, _u, m: commands.append(m.topic)
+        listener.subscribe("edgerl/+/cmd", qos=1)
+        time.sleep(0.5)  # no assertion rests on this: the wait below is bounded on its own
+        publish(core.port, [("edgerl/sim-0042/cmd", b'{"cmd": "pause", "id": "op-1"}')])
+        deadline = time.monotonic() + 10
+        while not commands and time.monotonic() < deadline:
+            time.sleep(0.05)
+        listener.disconnect()
+        listener.loop_stop()
+    finally:
+        halt.set()
+        thread.join(10)
+    assert monitor.fleet.messages == sent, f"{monitor.fleet.messages} of {sent} messages crossed the bridge"
+    summary = monitor.fleet.summary(time.time())["devices"]
+    assert len(summary) == 200
+    rollbacks = 0
+    for device in fleet.sim.devices:
+        seen, last = summary[device.name], device.last_sample
+        assert (seen["messages"], seen["seq_gaps"], seen["duplicates"], seen["bad_messages"]) == (device.sent, 0, 0, 0)
+        assert (seen["steps"], seen["success_rate"], seen["return_mean"]) == (
+            last["steps"],
+            last["success_rate"],
+            last["return_mean"],
+        )
+        assert (seen["promotions"], seen["rollbacks"]) == (device.counts["promotions"], device.counts["rollbacks"])
+        assert seen["state"] == "offline" and seen["boot"] == device.boot  # the clean stop's retained status
+        n = device.counts["rollbacks"]
+        assert [a for a in seen["alarms"] if a.startswith("rollback")] == (
+            [f"rollback x{n}"] if n > 1 else ["rollback"] * n
+        )
+        rollbacks += n
+    assert rollbacks > 0 and sum(d.counts["promotions"] for d in fleet.sim.devices) > 0  # events did happen
+    assert commands == ["edgerl/sim-0042/cmd"]
+
+
+def test_frames_send_each_browser_what_changed_since_its_version() -> None:
+    frames = Frames()
+    assert frames.since(0, 0) == (0, None)  # nothing rendered yet
+    frames.publish({"caption": "2 devices"}, {"a": '{"c":["a"]}', "b": '{"c":["b"]}'})
+    frames.publish({"caption": "2 devices"}, {"a": '{"c":["a"]}', "b": '{"c":["b2"]}'})
+    version, message = frames.since(0, 0)
+    full = json.loads(message)
+    assert version == 2 and full["rows"] == {"a": {"c": ["a"]}, "b": {"c": ["b2"]}}
+    assert full["id"] == f"{frames.run}.2" and full["head"] == {"caption": "2 devices"}
+    assert json.loads(frames.since(1, 0)[1])["rows"] == {"b": {"c": ["b2"]}}  # only what changed after 1
+    assert frames.since(2, 0.05) == (2, None)  # nothing newer: a keepalive
+    assert frames.start(f"{frames.run}.1") == 1
+    for stale in ("", "other.1", f"{frames.run}.9", f"{frames.run}.x", "garbage"):
+        assert frames.start(stale) == 0  # a fresh page, an earlier monitor's page, a version from the future
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(frames.since(2, 30)))
+    waiter.start()
+    frames.close()
+    waiter.join(5)
+    assert woke == [(-1, None)]  # closing wakes every stream at once
+
+
+def events_reader(url: str, got: list[float], halt: threading.Event) -> None:
+    """Read /events, noting when each data message arrives."""
+    with urllib.request.urlopen(url + "events", timeout=20) as stream:
+        while not halt.is_set():
+            line = stream.readline()
+            if not line:
+                return
+            if line.startswith(b"data: "):
+                got.append(time.monotonic())
+
+
+def test_a_stalled_and_a_vanished_browser_stall_nothing(mosquitto) -> None:
+    """A stream nobody reads (on loopback the kernel buffers megabytes, so within the test its writes may not yet
+    block: a blocked one is bounded by SEND_TIMEOUT_S in its own thread) and one reset mid-stream."""
+    proc, url = start_monitor(mosquitto.url, "--once", "--json")
+    host, port = url.split("/")[2].split(":")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((host, int(port)))
+    stalled.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")  # ... and never reads
+    vanished = socket.create_connection((host, int(port)))
+    vanished.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    got: list[float] = []
+    halt = threading.Event()
+    fleet = SimulatedFleet(mosquitto.port, 200, None, rate_hz=1.0, seed=5)
+    try:
+        vanished.recv(100)
+        vanished.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        vanished.close()  # a reset, mid-stream
+        reader = threading.Thread(target=events_reader, args=(url, got, halt), daemon=True)
+        reader.start()
+        time.sleep(6)  # the window observed; the assertions below are on what arrived in it
+        with urllib.request.urlopen(url + "fleet.json", timeout=10) as response:
+            summary = json.load(response)
+    finally:
+        halt.set()
+        fleet.stop()
+        out = stop(proc)  # the stalled stream must not hold up a clean exit
+        stalled.close()
+    assert len(summary["devices"]) == 200 and summary["messages"] >= 800  # the monitor kept up meanwhile
+    gaps = [b - a for a, b in pairwise(got)]
+    assert len(got) >= 6 and max(gaps) < 3.0, f"the healthy stream got {len(got)} messages, gaps {gaps}"
+    final = json.loads(out)
+    assert len(final["devices"]) == 200 and sum(d["seq_gaps"] for d in final["devices"].values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["monitor", "mqtt://x", "--web", "70000"], "--web"),
+        (["monitor", "--replay", "x.jsonl", "--web", "0"], "--web needs a live broker"),
+        (["monitor", "mqtt://127.0.0.1:1", "--web", "{busy}", "--duration", "1"], "cannot listen"),
+        (["simulate", "http://x"], "mqtt://host:port"),
+        (["simulate", "mqtt://x", "--devices", "0"], "--devices"),
+        (["simulate", "mqtt://x", "--rate", "nan"], "--rate"),
+        (["simulate", "mqtt://x", "--prefix", "a/b"], "device id"),
+    ],
+)
+def test_bad_web_and_simulator_input_is_one_line_exit_2(args, needle, capsys) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = [a.replace("{busy}", str(busy.getsockname()[1])) for a in args]
+        try:
+            code = main(args) if args[0] == "monitor" else simulate(args[1:])
+        except SystemExit as e:
+            code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert needle in err, err
