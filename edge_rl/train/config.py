@@ -46,6 +46,9 @@ class DQNConfig:
     learning_starts: int = _f(1_000, "environment steps of uniform-random play before learning starts")
     train_freq: int = _f(1, "vectorised env steps between training rounds")
     gradient_steps: int = _f(1, "gradient steps per training round")
+    target_network: bool = _f(
+        True, "bootstrap from a lagged target network (off: from the online network, as PQN does with LayerNorm)"
+    )
     target_update_interval: int = _f(250, "gradient steps between target-network updates")
     tau: float = _f(1.0, "target update coefficient: 1.0 = hard copy, <1 = Polyak averaging")
     max_grad_norm: float = _f(10.0, "clip the global gradient norm to this (0 = no clipping)")

@@ -9,6 +9,7 @@ DQN), Wang et al. 2016 (dueling), Sutton & Barto ch. 7 (n-step).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,8 +103,8 @@ class DQN:
         """One gradient step on the Huber TD loss, then Adam, then (maybe) the target update."""
         c, net = self.cfg, self.net
         obs, action, ret, next_obs, discount = (torch.from_numpy(a) for a in self.buffer.sample(c.batch_size))
-        q_next = net.forward(self.target_views, next_obs)
-        if c.double:
+        q_next = net.forward(self.target_views if c.target_network else net.p, next_obs)
+        if c.double and c.target_network:  # without a target network Double's two estimators are one
             v_next = q_next.gather(1, net.forward(net.p, next_obs).argmax(1, keepdim=True))
         else:
             v_next = q_next.max(1, keepdim=True).values
@@ -117,7 +118,7 @@ class DQN:
             grad.mul_(torch.clamp(c.max_grad_norm / (grad.norm() + 1e-6), max=1.0))
         self.adam.step(net.theta, grad)
         self.updates += 1
-        if self.updates % c.target_update_interval == 0:
+        if c.target_network and self.updates % c.target_update_interval == 0:
             self.target.lerp_(net.theta, c.tau)
 
     # -- evaluation -------------------------------------------------------------------------------
@@ -135,7 +136,12 @@ class DQN:
     def evaluate(self, step: int, out: Path) -> EvalResult:
         c = self.cfg
         result = evaluate(self.greedy, c.env_id, c.eval_episodes, c.seed + EVAL_SEED_OFFSET, c.env_kwargs)
-        self.log.evals.append({"step": step, "mean_return": result.mean_return, "std_return": result.std_return})
+        entry = {"step": step, "mean_return": result.mean_return, "std_return": result.std_return}
+        if result.success_rate is not None:  # tasks with a success notion (AntiJam) are judged on it
+            entry["success_rate"] = result.success_rate
+        self.log.evals.append(entry)
+        with open(out / "evaluations.jsonl", "a", encoding="utf-8") as f:  # live progress: tail -f, sweeps poll it
+            f.write(json.dumps(entry) + "\n")
         if result.mean_return > self.log.best_return:
             self.log.best_return, self.log.best_step = result.mean_return, step
             self.policy().save(out)  # best-so-far checkpoint survives an interrupted run
@@ -163,6 +169,7 @@ class DQN:
     def run(self, out: str | Path, progress: bool = True) -> RunLog:
         c, out = self.cfg, Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluations.jsonl").unlink(missing_ok=True)  # a rerun into the same directory starts a new log
         n = c.num_envs
         obs = np.stack([env.reset(seed=c.seed + i)[0] for i, env in enumerate(self.envs)]).astype(np.float32)
         obs = obs.reshape(n, -1)
