@@ -31,6 +31,7 @@ COMMANDS = (
     "device",
     "broker",
     "monitor",
+    "report",
 )
 EXTRAS = {  # a missing third-party module -> the extra that installs it (a device install has no torch)
     "torch": "train",
@@ -47,6 +48,7 @@ EXTRAS = {  # a missing third-party module -> the extra that installs it (a devi
     "rich": "monitor",
     "prometheus_client": "monitor",
     "amqtt": "demo",
+    "scipy": "stats",
 }
 
 
