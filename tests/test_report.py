@@ -15,6 +15,7 @@ from tests.test_cli import assert_one_line_error, cli
 GROUPS = {"int8": 0.9, "1bit": 0.7}  # mean score per group; tasks add an offset
 TASKS = {"sweeping": 0.0, "reactive": -0.2}
 SEEDS = range(5)
+PRUNED = ("1bit", "sweeping", 4)  # its result says pruned: tasks of a group may have unequal runs
 REPS = "300"
 
 
@@ -49,12 +50,13 @@ def sweep(tmp_path: Path) -> Path:
             for seed in SEEDS:
                 write_trial(tmp_path, f"{group}-{task}-{seed}", result(group, task, seed))
     write_trial(tmp_path, "1bit-reactive-9", {"group": "1bit", "task": "reactive", "seed": 9, "status": "failed"})
+    write_trial(tmp_path, "1bit-sweeping-4", result(*PRUNED, status="pruned", score=None, metrics={}))
     (tmp_path / "sweep.json").write_text(json.dumps({"name": "antijam", "metric": "success_rate"}))
     return tmp_path
 
 
 def expected_scores(group: str) -> list[list[float]]:
-    return [[score(group, task, seed) for seed in SEEDS] for task in sorted(TASKS)]
+    return [[score(group, task, seed) for seed in SEEDS if (group, task, seed) != PRUNED] for task in sorted(TASKS)]
 
 
 def report(capsys, *args: str) -> tuple[str, str]:
@@ -77,8 +79,11 @@ def test_table_numbers_are_edge_rl_stats(sweep: Path, capsys) -> None:
         assert str(overall) in rows[group]
         for task_scores in expected_scores(group):
             assert str(stats.interval_estimate(task_scores, reps=int(REPS), seed=0)) in rows[group]
-    assert rows["1bit"].split()[1:3] == ["10", "1"]  # runs, failed
+    assert rows["1bit"].split()[1:4] == ["9", "1", "1"]  # runs, failed, pruned
     assert "failed trials (not scored): 1bit-reactive-9" in table
+    assert "pruned trials (not scored): 1bit-sweeping-4" in table
+    assert "leaving them out flatters their group" in table
+    assert "fewer than 5 runs on some task in 1bit:" in table  # 4 on sweeping
     assert "sweep antijam, success_rate" in table
     poi = stats.probability_of_improvement(expected_scores("1bit"), expected_scores("int8"), reps=int(REPS), seed=0)
     assert "P(group > int8)" in improvement  # int8 has the higher IQM, so it is the baseline
@@ -90,7 +95,8 @@ def test_metric_medians_and_choice(sweep: Path, capsys) -> None:
     out, _ = report(capsys, str(sweep), "--metrics", "steps_to_95")
     assert "median steps_to_95" in out and "median params" not in out
     rows = table_rows(out.split("\n\n")[0])
-    assert [row.split()[-1] for row in rows.values()] == ["2500", "2500"]  # seed 0's null left out
+    # int8: 1000..4000 on both tasks (seed 0's null left out); 1bit: seed 4 pruned on one task
+    assert {group: row.split()[-1] for group, row in rows.items()} == {"int8": "2500", "1bit": "2000"}
     assert main(["report", str(sweep), "--metrics", "nope"]) == 2
     assert "no trial records metric 'nope'; they record: int8_bytes, params, steps_to_95" in capsys.readouterr().err
 
@@ -162,7 +168,7 @@ def assert_one_line_in_process(capsys, args: list[str], needle: str) -> None:
         (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, score=math.nan)), "'score' is nan"),
         (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, status="done")), "'status' is 'done'"),
         (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, metrics={"x": "fast"})), "metric 'x' is 'fast'"),
-        (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, status="failed")), "every trial failed"),
+        (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, status="failed")), "no trial of 1 has status ok"),
         (lambda d: write_trial(d, "a", result("int8", "sweeping", 0)), "1 scored run on task 'sweeping'"),
         (
             lambda d: [write_trial(d, n, result("int8", "sweeping", 0)) for n in ("a", "b")],

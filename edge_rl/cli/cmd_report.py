@@ -21,6 +21,7 @@ from edge_rl.cli.common import count, positive_int
 from edge_rl.errors import BadInput
 
 PNGS = ("interval_estimates.png", "performance_profile.png", "probability_of_improvement.png")
+UNSCORED = ("failed", "pruned")  # pruned: stopped early by the sweep's scheduler for doing badly
 FEW_RUNS = 5  # below this many runs per task an interval is too unreliable to lean on
 
 
@@ -30,9 +31,13 @@ class Trial:
     group: str
     task: str
     seed: int
-    ok: bool
+    status: str  # ok, or one of UNSCORED
     score: float = math.nan
     metrics: dict[str, float | int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 def _confidence(text: str) -> float:
@@ -107,10 +112,10 @@ def _read_trial(path: Path) -> Trial:
         raise BadInput("not a JSON object")
     group, task, seed = _field(doc, "group", str), _field(doc, "task", str), _field(doc, "seed", int)
     status = _field(doc, "status", str)
-    if status not in ("ok", "failed"):
-        raise BadInput(f"'status' is {status!r}, not 'ok' or 'failed'")
-    if status == "failed":
-        return Trial(path.parent.name, group, task, seed, ok=False)
+    if status not in ("ok", *UNSCORED):
+        raise BadInput(f"'status' is {status!r}, not one of ok, {', '.join(UNSCORED)}")
+    if status != "ok":
+        return Trial(path.parent.name, group, task, seed, status)
     score = float(_field(doc, "score", (int, float)))
     if not math.isfinite(score):
         raise BadInput(f"'score' is {score} in a trial whose status is 'ok'")
@@ -120,7 +125,7 @@ def _read_trial(path: Path) -> Trial:
             raise BadInput(f"metric {key!r} is {value!r}, not a number or null")
         if value is not None and math.isfinite(value):  # null and NaN: not measured in this trial
             metrics[key] = value
-    return Trial(path.parent.name, group, task, seed, ok=True, score=score, metrics=metrics)
+    return Trial(path.parent.name, group, task, seed, status, score, metrics)
 
 
 def load_trials(sweep_dir: Path) -> tuple[list[Trial], list[dict[str, str]]]:
@@ -192,7 +197,7 @@ def summarize(trials: list[Trial], args: argparse.Namespace) -> dict[str, Any]:
         mine = [t for t in trials if t.group == group]
         entry: dict[str, Any] = {
             "runs": sum(t.ok for t in mine),
-            "failed": sorted(t.name for t in mine if not t.ok),
+            **{status: sorted(t.name for t in mine if t.status == status) for status in UNSCORED},
             "metrics": {m: _median([t.metrics.get(m) for t in mine if t.ok]) for m in metrics},
         }
         if group in scores:
@@ -205,7 +210,7 @@ def summarize(trials: list[Trial], args: argparse.Namespace) -> dict[str, Any]:
             }
         groups[group] = entry
     if not scores:
-        raise BadInput(f"every trial failed ({len(trials)}): nothing to score")
+        raise BadInput(f"no trial of {len(trials)} has status ok: nothing to score")
     baseline = args.baseline or max(scores, key=lambda g: groups[g]["iqm"]["point"])
     if baseline not in scores:
         raise BadInput(f"--baseline {baseline!r} is not a group with scored runs; groups: {', '.join(scores)}")
@@ -265,16 +270,20 @@ def print_report(doc: dict[str, Any], title: str) -> None:
     pct = f"{100 * doc['confidence']:g}%"
     tasks = doc["tasks"] if len(doc["tasks"]) > 1 else []
     print(f"{title}: IQM [{pct} CI] over {len(doc['tasks'])} task(s); {doc['reps']} resamples, seed {doc['seed']}")
-    header = ["group", "runs", "failed", f"IQM [{pct} CI]", *tasks, *(f"median {m}" for m in doc["metrics"])]
+    header = ["group", "runs", *UNSCORED, f"IQM [{pct} CI]", *tasks, *(f"median {m}" for m in doc["metrics"])]
     rows = []
     for group, g in doc["groups"].items():
         per_task = [_cell(g.get("tasks", {}).get(t, {}).get("iqm")) for t in tasks]
         medians = ["-" if g["metrics"][m] is None else g["metrics"][m] for m in doc["metrics"]]
-        rows.append([group, g["runs"], len(g["failed"]), _cell(g.get("iqm")), *per_task, *medians])
+        unscored = [len(g[status]) for status in UNSCORED]
+        rows.append([group, g["runs"], *unscored, _cell(g.get("iqm")), *per_task, *medians])
     print(format_table(header, rows))
-    failed = [name for g in doc["groups"].values() for name in g["failed"]]
-    if failed:
-        print(f"failed trials (not scored): {', '.join(failed)}")
+    for status in UNSCORED:
+        names = [name for g in doc["groups"].values() for name in g[status]]
+        if names:
+            print(f"{status} trials (not scored): {', '.join(names)}")
+    if any(g["pruned"] for g in doc["groups"].values()):
+        print("note: pruned trials were stopped for scoring low; leaving them out flatters their group")
     if doc["few_runs"]:
         print(f"note: fewer than {FEW_RUNS} runs on some task in {', '.join(doc['few_runs'])}: expect wide intervals")
     improvement = doc["probability_of_improvement"]
