@@ -7,14 +7,15 @@ Scenarios (the shift is applied to the running env at `--switch`, default step 5
 - LineFollow-v0: fp32 DQN trained without wear; wear 0 -> 0.5.
 
 Students come from `benchmarks/compression.py`; the LineFollow DQN is trained here once (cached).
-Online success rate (or return) per 1,000-step window, seeds 0-2, mean over seeds; the summary
+Online success rate (or return) per 1,000-step window, seeds 0-4, mean over seeds; the summary
 gives the mean after the switch, the last 5k steps, and the first window (after the switch) from
 which a learner stays at >= 90 % of the new best: the shifted env's `best_success_rate` where
-it has one (AntiJam), else the best curve seen. Writes benchmarks/results/adaptation.json and
-adaptation.png.
+it has one (AntiJam), else the best curve seen. The after-switch and last-5k figures also come
+per seed as an IQM over seeds with a 95 % bootstrap interval (edge_rl.stats): the run-to-run
+spread the seed means hide. Writes benchmarks/results/adaptation.json and adaptation.png.
 
-    python benchmarks/adaptation.py                  # ~1 min on 2 cores (students cached)
-    python benchmarks/adaptation.py --steps 15000 --seeds 0
+    python benchmarks/adaptation.py                  # ~2 min on 2 cores (students cached)
+    python benchmarks/adaptation.py --steps 15000 --seeds 0 1
     python benchmarks/adaptation.py --kappa 200      # keeping vs adapting: adaptation-kappa200.json
 """
 
@@ -90,18 +91,24 @@ def reference_best(name: str) -> float | None:
 
 def summarize(rows: list[dict], switch: int, steps: int) -> list[dict]:
     """Per scenario and mode; "best" is the env's known optimum after the shift, else the best curve seen."""
+    from edge_rl.stats import interval_estimate
+
     out = []
     for name in SCENARIOS:
         own = [r for r in rows if r["scenario"] == name]
         key = "success_rate" if any(v is not None for r in own for v in r["success_rate"]) else "mean_return"
-        curves = {}
+        curves, per_seed = {}, {}
+        steps_axis = np.array(rows[0]["step"])
+        after, last_5k = steps_axis > switch, steps_axis > steps - 5000
         for mode in MODES:
             runs = [r for r in rows if r["scenario"] == name and r["mode"] == mode]
             if runs:
                 values = np.array([[np.nan if v is None else v for v in r[key]] for r in runs], float)
                 curves[mode] = np.nanmean(values, axis=0)
-        steps_axis = np.array(rows[0]["step"])
-        after = steps_axis > switch
+                per_seed[mode] = {
+                    f"{span}_iqm": interval_estimate(np.nanmean(values[:, mask], axis=1)).as_dict()
+                    for span, mask in (("after_switch", after), ("last_5k", last_5k))
+                }
         known = reference_best(name) if key == "success_rate" else None
         best = known if known is not None else max(float(np.nanmax(c[after])) for c in curves.values())
         for mode, c in curves.items():
@@ -118,7 +125,8 @@ def summarize(rows: list[dict], switch: int, steps: int) -> list[dict]:
                     "best_is_known": known is not None,
                     "before_switch": float(np.nanmean(c[~after])),
                     "after_switch": float(np.nanmean(c[after])),
-                    "last_5k": float(np.nanmean(c[steps_axis > steps - 5000])),
+                    "last_5k": float(np.nanmean(c[last_5k])),
+                    **per_seed[mode],
                     "steps_to_90pct_of_best": (recovered - switch) if recovered else None,
                     "curve": c.tolist(),
                 }
@@ -151,10 +159,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25_000)
     parser.add_argument("--switch", type=int, default=5_000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--kappa", type=float, default=2.0, help="ObGD's kappa for head and full (keeping vs adapting)")
     args = parser.parse_args()
+    if len(args.seeds) < 2:
+        parser.error("--seeds: an interval over seeds needs at least 2")
+    from edge_rl.stats import Estimate
     from edge_rl.table import print_table
 
     for name in SCENARIOS:
@@ -165,7 +176,18 @@ def main() -> None:
         rows = list(pool.map(one_run, *zip(*jobs, strict=True), *fixed))
     summary = summarize(rows, args.switch, args.steps)
     print_table(
-        ["scenario", "mode", "metric", "best", "before switch", "after switch", "last 5k", "steps to 90% of best"],
+        [
+            "scenario",
+            "mode",
+            "metric",
+            "best",
+            "before switch",
+            "after switch",
+            "last 5k",
+            "steps to 90% of best",
+            f"after switch IQM [95% CI], {len(args.seeds)} seeds",
+            "last 5k IQM [95% CI]",
+        ],
         [
             [
                 r["scenario"],
@@ -176,6 +198,8 @@ def main() -> None:
                 r["after_switch"],
                 r["last_5k"],
                 r["steps_to_90pct_of_best"] if r["steps_to_90pct_of_best"] is not None else "never",
+                str(Estimate(**r["after_switch_iqm"])),
+                str(Estimate(**r["last_5k_iqm"])),
             ]
             for r in summary
         ],

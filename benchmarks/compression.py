@@ -6,6 +6,12 @@ between int8 first and last layers), then measure weight bytes and MACs (the mod
 greedy return over 50 episodes, action agreement with the teacher on 10k held-out states the
 teacher visits, and numpy forward microseconds for one observation (median of 2,000 calls).
 
+Each variant is one trained network per task (one teacher, one distillation seed), so the
+"runs" behind its interval are evaluation episode sets, not training seeds: the 50 episodes are
+split into 5 sets of 10 consecutive seeds, and the table gives the IQM of the 5 set means with a
+95 % bootstrap interval (edge_rl.stats). That interval measures evaluation noise only; the spread
+over distillation seeds is not measured here.
+
     python benchmarks/compression.py               # all tasks, ~40 min on 2 cores
     python benchmarks/compression.py --tasks cartpole --jobs 1
 
@@ -23,6 +29,8 @@ from concurrent.futures import ProcessPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -36,6 +44,7 @@ TASKS = {
 TEACHER_HIDDEN = (256, 256)
 BINARY_HIDDEN = (64, 64, 64)
 EPISODES, EVAL_SEED, HOLDOUT = 50, 50_000, 10_000
+EPISODE_SETS = 5  # the "runs" of a variant's return interval: 5 sets of 10 evaluation episodes
 
 
 def mlp_params(obs: int, hidden: tuple[int, ...], actions: int) -> int:
@@ -115,6 +124,7 @@ def run_task(name: str, steps: int, seed: int) -> list[dict]:
                 "matrix_fp32_bytes": card["matrix_fp32_bytes"],
                 "macs": card["macs"],
                 "return": result.mean_return,
+                "episode_set_returns": [float(np.mean(s)) for s in np.split(np.array(result.returns), EPISODE_SETS)],
                 "success_rate": result.success_rate,
                 "agreement": float((policy.act(holdout) == teacher_actions).mean()),
             }
@@ -141,11 +151,13 @@ def main() -> None:
 
     from edge_rl.policy import Policy
     from edge_rl.rollout import collect_states
+    from edge_rl.stats import Estimate, interval_estimate
     from edge_rl.table import print_table
 
     for row in rows:  # timings sequentially, on an otherwise idle process pool
         env_id, kwargs = TASKS[row["task"]]
         policy = Policy.load(row["dir"])
+        row["return_iqm"] = interval_estimate(row["episode_set_returns"]).as_dict()
         row["forward_us"] = forward_us(policy, collect_states(policy.act, env_id, 1, 0, 0.0, kwargs, n_envs=1)[0])
         teacher = next(r for r in rows if r["task"] == row["task"] and r["policy"] == "teacher fp32")
         row["return_ratio"] = row["return"] / teacher["return"] if teacher["return"] else None
@@ -166,6 +178,7 @@ def main() -> None:
             "1-bit layers vs fp32",
             "MACs",
             "return",
+            f"return IQM [95% CI], {EPISODE_SETS} episode sets",
             "% teacher",
             "agreement",
             "fwd us",
@@ -183,6 +196,7 @@ def main() -> None:
                 (r["binary_fp32_bytes"] / r["binary_weight_bytes"]) if r.get("binary_weight_bytes") else "-",
                 r["macs"],
                 r["return"],
+                str(Estimate(**r["return_iqm"])),
                 100 * r["return_ratio"],
                 r["agreement"],
                 r["forward_us"],

@@ -3,7 +3,10 @@
 Same seeds, one thread each, one process per run, in one invocation. Per seed it reports the
 whole-process training wall-clock (interpreter start to exit, evaluation excluded), env steps
 per second during training, the greedy mean return over 20 episodes on identical evaluation
-seeds, and whether the seed is solved (>= 475). Medians and the time ratio go in the summary.
+seeds, and whether the seed is solved (>= 475). Medians and the time ratio go in the summary,
+with each library's IQM over seeds and its 95 % stratified-bootstrap interval (edge_rl.stats) for
+return, wall time and steps/s, and the probability that an edge-rl seed beats an SB3 seed
+(higher return; shorter wall time). Five seeds is the minimum for such an interval, not plenty.
 
     python benchmarks/dqn_vs_sb3.py                 # seeds 0-4, 50k steps
     python benchmarks/dqn_vs_sb3.py --seeds 0 1 --steps 20000
@@ -43,6 +46,7 @@ ZOO_CARTPOLE = dict(
     exploration_final_eps=0.04,
     policy_kwargs=dict(net_arch=[256, 256]),
 )
+IQM_OF = {"mean_return": "greedy return", "wall_seconds": "wall s", "steps_per_second": "steps/s"}  # per seed
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -143,8 +147,11 @@ def main() -> None:
     if args.worker:
         sb3_worker(args.seeds[0], args.steps)
         return
+    if len(args.seeds) < 2:
+        parser.error("--seeds: an interval over seeds needs at least 2")
 
     sys.path.insert(0, str(ROOT))
+    from edge_rl.stats import interval_estimates, probability_of_improvement
     from edge_rl.table import print_table
 
     rows = []
@@ -187,6 +194,12 @@ def main() -> None:
         for lib in ("edge-rl", "sb3")
     }
     ratio = summary["edge-rl"]["median_wall_seconds"] / summary["sb3"]["median_wall_seconds"]
+    runs = {key: {lib: [r[key] for r in rows if r["library"] == lib] for lib in summary} for key in IQM_OF}
+    iqm = {key: interval_estimates(by_lib) for key, by_lib in runs.items()}
+    improvement = {
+        "return": probability_of_improvement(runs["mean_return"]["edge-rl"], runs["mean_return"]["sb3"]),
+        "wall": probability_of_improvement(runs["wall_seconds"]["sb3"], runs["wall_seconds"]["edge-rl"]),
+    }
     print()
     print_table(
         ["library", "median wall s", "median steps/s", "seeds solved"],
@@ -196,6 +209,15 @@ def main() -> None:
         ],
     )
     print(f"\nwall-clock ratio edge-rl / sb3 (medians): {ratio:.3f}")
+    print()
+    print_table(
+        ["library", "seeds", *(f"IQM {label} [95% CI]" for label in IQM_OF.values())],
+        [[lib, len(runs["wall_seconds"][lib]), *(str(iqm[key][lib]) for key in IQM_OF)] for lib in summary],
+    )
+    print(
+        f"P(edge-rl seed returns more than an sb3 seed) = {improvement['return']}; "
+        f"P(edge-rl seed trains faster) = {improvement['wall']}  [95% CI]"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -206,6 +228,11 @@ def main() -> None:
                 "rows": rows,
                 "summary": summary,
                 "wall_ratio": ratio,
+                "iqm": {key: {lib: e.as_dict() for lib, e in by_lib.items()} for key, by_lib in iqm.items()},
+                "probability_of_improvement": {
+                    "edge-rl return > sb3": improvement["return"].as_dict(),
+                    "edge-rl wall < sb3": improvement["wall"].as_dict(),
+                },
                 "sb3_hyperparameters": ZOO_CARTPOLE,
             },
             indent=1,
