@@ -61,14 +61,26 @@ def test_a_small_terminal_shows_the_devices_with_alarms_first() -> None:
     flagged.seq = 100
     topic, payload = flagged.event("rollback")
     fleet.receive(topic, payload, time.time())  # d-09 jumps from seq 3 to 101: a rollback alarm and a gap
+    topic, payload = SimDevice("d-00", 0, 1.0, events=0).status("online")
+    odd = json.loads(payload) | {"bundle_version": "v1\n\x1b[2Jx"}  # a newline and an escape: still one line
+    fleet.receive(topic, json.dumps(odd).encode(), time.time())
     console = Console(record=True, width=260, file=io.StringIO())
     console.print(fleet_table(fleet, time.time(), rows=4))
     text = console.export_text()
     shown = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│ d-")]
     assert shown == ["d-09", "d-00", "d-01", "d-02"], text
     assert "rollback" in text and "gaps 97" in text and "8 more not shown (ok)" in text
+    assert "│ v1??[2Jx │" in text and "\x1b" not in text
     console.print(fleet_table(fleet, time.time()))  # no cap: every device, by name
     assert sum(line.startswith("│ d-") for line in console.export_text().splitlines()) == 12
+    narrow = Console(record=True, width=120, file=io.StringIO())
+    narrow.print(fleet_table(fleet, time.time(), rows=2))
+    text = narrow.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 120 and "columns left out for width: boot, bundle" in text
+    assert [line.split("│")[-2].strip() for line in text.splitlines() if line.startswith("│ d-")] == [
+        "gaps 97, rollback",
+        "ok",
+    ]
 
 
 def test_monitor_sees_every_device_across_bridged_mosquittos(mosquitto_factory) -> None:

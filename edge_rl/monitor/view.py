@@ -1,4 +1,4 @@
-"""The fleet as a rich table: one row per device, sparklines of learning, latency, counts and alarms.
+"""The fleet as a table: one row per device, sparklines of learning, latency, counts and alarms.
 
 Every string that came over the network goes into a `Text` (never into markup), so a device
 cannot restyle or garble the operator's terminal.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.table import Table
 from rich.text import Text
 
 from edge_rl.monitor.fleet import Device, Fleet
+from edge_rl.monitor.grid import Grid
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 PRESENCE_STYLE = {"online": "green", "offline": "red", "silent": "yellow", "unknown": "dim"}
@@ -75,13 +75,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (  # (header, justify): the terminal tabl
     ("seen", "right"),
     ("alarms", "left"),
 )
+DROP = ("boot", "bundle", "adapt", "period p50/p99", "safe", "act p99", "seen", "return", "promo/rollb", "steps")
 
 
-def fleet_table(fleet: Fleet, now: float, title: str = "edge-rl fleet", rows: int | None = None) -> Table:
+def fleet_table(fleet: Fleet, now: float, title: str = "edge-rl fleet", rows: int | None = None) -> Grid:
     """The table `edge-rl monitor` shows: live (refreshed) and at exit.
 
-    `rows` caps the device rows (a terminal shows what fits: rendering rows nobody sees costs ~1 ms
-    each); the devices with alarms come first then, and the caption counts the rest.
+    `rows` caps the device rows (a terminal shows what fits); the devices with alarms come first
+    then, and the caption counts the rest. Columns that do not fit the width are left out (DROP).
     """
     devices = sorted(fleet.devices.values(), key=lambda d: d.name)
     hidden = ""
@@ -92,12 +93,7 @@ def fleet_table(fleet: Fleet, now: float, title: str = "edge-rl fleet", rows: in
         devices = devices[:rows]
         more = sum(d.name in alarmed for d in rest)
         hidden = f", {len(rest)} more not shown ({more} with alarms)" if more else f", {len(rest)} more not shown (ok)"
-    table = Table(title=Text(title), caption=caption(fleet) + hidden, expand=False, header_style="bold")
-    for column, justify in COLUMNS:
-        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for device in devices:
-        table.add_row(*cells(fleet, device, now))
-    return table
+    return Grid(title, caption(fleet) + hidden, COLUMNS, [cells(fleet, d, now) for d in devices], DROP)
 
 
 def cells(fleet: Fleet, d: Device, now: float, curves: bool = True) -> list[Text]:
