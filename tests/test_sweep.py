@@ -205,3 +205,44 @@ def test_a_ray_sweep_of_5_seeds_x_4_configs_survives_a_killed_worker_and_a_kille
         verify = subprocess.run([*EDGE_RL, "verify", entry["bundle"]], capture_output=True, text=True)
         assert verify.returncode == 0, verify.stdout + verify.stderr
     assert pending(load_spec(sweep), out) == []
+
+
+@pytest.mark.slow
+def test_asha_stops_trials_that_trail_after_their_grace_evaluations_and_records_them_as_pruned(
+    tmp_path: Path,
+) -> None:
+    text = """
+name = "asha"
+env_id = "CartPole-v1"
+seeds = 1
+search = "asha"
+samples = 4
+metric = "teacher_return"
+[asha]
+grace_period = 2
+[train]
+steps = 3000
+learning_starts = 500
+eval_every = 500
+eval_episodes = 3
+early_stop = false
+[grid]
+lr = [1e-3, 5e-4, 1e-5, 3e-6, 1e-6]
+[pipeline]
+steps = ["train", "eval"]
+[pipeline.eval]
+episodes = 3
+"""
+    out = tmp_path / "out"
+    cmd = [*EDGE_RL, "sweep", str(write(tmp_path, text)), "--out", str(out), "--workers", "2", "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = list(_results(out).values())
+    assert len(results) == 4
+    pruned = [r for r in results if r["status"] == "pruned"]
+    finished = [r for r in results if r["status"] == "ok"]
+    assert pruned and finished, [(r["group"], r["status"]) for r in results]
+    assert all(len(r["curve"]["step"]) == 6 for r in finished)  # every evaluation of the 3,000 steps
+    assert all(2 <= len(r["curve"]["step"]) < 6 and r["score"] is None for r in pruned)
+    again = subprocess.run([*cmd, "--list"], capture_output=True, text=True)
+    assert "4 trials, 0 pending" in again.stdout  # a pruned trial is finished: a rerun does not revive it

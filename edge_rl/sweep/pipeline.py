@@ -189,8 +189,8 @@ class _Steps:
         env = make_env(self.env_id, self.trial.env_kwargs)
         try:
             if eval_key(metric) == "success_rate":
-                best = getattr(env.unwrapped, "best_success_rate", None)
-                return TARGET_FRACTION * best() if best is not None else None
+                best = getattr(env.unwrapped, "best_success_rate", None)  # AntiJam: a property
+                return TARGET_FRACTION * float(best) if best is not None else None
             threshold = getattr(env.spec, "reward_threshold", None)
             return TARGET_FRACTION * threshold if threshold is not None else None
         finally:
