@@ -51,13 +51,14 @@ episodes = 10
 
 def loop(spec_path: Path, out: Path) -> float:
     """The peer: every trial's pipeline in turn, in this process."""
+    from edge_rl.cli import main as edge_rl
     from edge_rl.sweep.pipeline import run_trial
     from edge_rl.sweep.spec import load_spec
 
     spec = load_spec(spec_path)
     start = time.perf_counter()
     for trial in spec.trials:
-        result = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, out / trial.name)
+        result = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, out / trial.name, edge_rl)
         if result["status"] != "ok":
             raise SystemExit(f"{trial.name}: {result['error']}")
     return time.perf_counter() - start

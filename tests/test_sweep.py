@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_rl.cli import main
 from edge_rl.errors import BadInput
 from edge_rl.sweep.pipeline import run_trial
 from edge_rl.sweep.runner import check_trials, pending
@@ -111,7 +112,7 @@ def test_a_bad_dqn_setting_fails_the_sweep_before_any_trial_runs(tmp_path: Path)
 def test_a_trial_cut_off_mid_step_finishes_only_what_it_had_not_finished(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, TINY.format(seeds=1)))
     trial, root = spec.trials[0], tmp_path / "trial"
-    first = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, root)
+    first = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, root, main)
     assert first["status"] == "ok" and first["attempts"] == 1
     assert first["metrics"]["macs"] > 0 and first["metrics"]["deployed_bytes"] > 0
     assert first["curve"]["step"] == [500, 1000, 1500]
@@ -123,7 +124,7 @@ def test_a_trial_cut_off_mid_step_finishes_only_what_it_had_not_finished(tmp_pat
     (root / ".done" / "eval-teacher").unlink()
     (root / ".done" / "eval-student").unlink()
     (root / "bundle" / "manifest.json").unlink()
-    again = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, root)
+    again = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, root, main)
     rerun = (root / "commands.sh").read_text().splitlines()[len(commands) :]
     assert [c.split()[1] for c in rerun] == ["export", "eval", "eval"]  # training was not repeated
     assert again["status"] == "ok" and again["attempts"] == 2
@@ -135,7 +136,7 @@ def test_a_trial_cut_off_mid_step_finishes_only_what_it_had_not_finished(tmp_pat
 def test_a_step_that_rejects_its_options_fails_the_trial_with_a_line(tmp_path: Path) -> None:
     text = TINY.format(seeds=1).replace("rounds = 1", "rounds = -4")
     spec = load_spec(write(tmp_path, 'metric = "teacher_return"\n' + text))
-    result = run_trial(spec.trials[0], spec.pipeline, spec.env_id, spec.metric, tmp_path / "t")
+    result = run_trial(spec.trials[0], spec.pipeline, spec.env_id, spec.metric, tmp_path / "t", main)
     assert result["status"] == "failed" and result["score"] is None
     assert result["error"].startswith("distill: edge-rl distill exited with 2")
     assert "--rounds" in (tmp_path / "t" / "log.txt").read_text()

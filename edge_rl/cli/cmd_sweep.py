@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{result['name']}: {result['status']}", refresh=True)
 
     try:
-        results = run_sweep(spec, out, address=args.ray, workers=workers, on_trial=on_trial)
+        from edge_rl.cli import main
+
+        results = run_sweep(spec, out, cli=main, address=args.ray, workers=workers, on_trial=on_trial)
     finally:
         bar.close()
     _print_summary(results, spec.metric)

@@ -1,6 +1,7 @@
 """One trial's pipeline: train -> distill -> quantize -> export -> eval, each step the CLI's own command.
 
-A trial is what a user would type by hand: every step is `edge_rl.cli.main([...])`, and
+A trial is what a user would type by hand: every step is the CLI's `main([...])` (passed in as
+`cli`, so this package does not import the CLI that imports it), and
 `commands.sh` in the trial directory replays it. Steps are idempotent: a finished step leaves a
 marker, and a step that was cut off (a killed worker, a power cut) is started again from an
 empty directory. `result.json` is written last and atomically, so it exists only for a trial
@@ -17,7 +18,7 @@ import shlex
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,16 @@ from edge_rl.sweep.spec import Pipeline, Trial
 EVAL_SEED = 2_000_000  # episodes no training run resets to (training evaluates from 1_000_000 + seed)
 TARGET_FRACTION = 0.95  # sample efficiency: steps until the evaluation reaches 95 % of the task's best
 Progress = Callable[[int, float], None]  # (env step, score) after each of training's evaluations
+Cli = Callable[[Sequence[str]], int]  # edge_rl.cli.main: argv -> exit code
 
 
 class StepFailed(RuntimeError):
     """A CLI step exited with an error: deterministic, so the trial fails instead of being retried."""
 
 
-def run_trial(trial: Trial, pipeline: Pipeline, env_id: str, metric: str, root: Path, progress: Progress | None = None):
+def run_trial(
+    trial: Trial, pipeline: Pipeline, env_id: str, metric: str, root: Path, cli: Cli, progress: Progress | None = None
+) -> dict[str, Any]:
     """Run (or finish) the trial's pipeline in `root`; return the result written to result.json."""
     root.mkdir(parents=True, exist_ok=True)
     done = root / "result.json"
@@ -42,7 +46,7 @@ def run_trial(trial: Trial, pipeline: Pipeline, env_id: str, metric: str, root: 
         return json.loads(done.read_text())
     attempts = _count_attempt(root)
     t0 = time.perf_counter()
-    steps = _Steps(trial, pipeline, env_id, root)
+    steps = _Steps(trial, pipeline, env_id, root, cli)
     try:
         steps.run_all(metric, progress)
         metrics = steps.metrics(metric)
@@ -84,8 +88,8 @@ def result_doc(trial: Trial, metric: str, status: str, metrics: dict, curve: dic
 class _Steps:
     """The step commands of one trial, their directories and their markers."""
 
-    def __init__(self, trial: Trial, pipeline: Pipeline, env_id: str, root: Path) -> None:
-        self.trial, self.pipeline, self.env_id, self.root = trial, pipeline, env_id, root
+    def __init__(self, trial: Trial, pipeline: Pipeline, env_id: str, root: Path, cli: Cli) -> None:
+        self.trial, self.pipeline, self.env_id, self.root, self.cli = trial, pipeline, env_id, root, cli
         self.markers = root / ".done"
         self.markers.mkdir(exist_ok=True)
 
@@ -148,7 +152,7 @@ class _Steps:
             shutil.rmtree(out)  # a step cut off before its marker starts again from nothing
         with open(self.root / "commands.sh", "a", encoding="utf-8") as f:
             f.write("edge-rl " + shlex.join(argv) + "\n")
-        code, stdout = _cli(argv, self.root / "log.txt", out, metric, progress)
+        code, stdout = _call(self.cli, argv, self.root / "log.txt", out, metric, progress)
         if code != 0:
             raise StepFailed(f"{step}: edge-rl {argv[0]} exited with {code} (see {self.root / 'log.txt'})")
         if capture is not None:
@@ -216,12 +220,10 @@ def _flags(options: dict[str, Any]) -> list[str]:
 _STDIO = threading.Lock()  # redirect_stdout is process-wide: one step of this process at a time
 
 
-def _cli(
-    argv: list[str], log: Path, out: Path | None, metric: str | None, progress: Progress | None
+def _call(
+    cli: Cli, argv: list[str], log: Path, out: Path | None, metric: str | None, progress: Progress | None
 ) -> tuple[int, str]:
     """Run `edge-rl ARGV` in this process with its output in the log; report training's evaluations live."""
-    from edge_rl.cli import main
-
     result: dict[str, Any] = {}
 
     def call() -> None:
@@ -234,7 +236,7 @@ def _cli(
             t0 = time.perf_counter()
             try:
                 with contextlib.redirect_stdout(buffer):
-                    result["code"] = main(argv)
+                    result["code"] = cli(argv)
             except SystemExit as e:  # argparse rejected an option: its one line is in the log
                 result["code"] = e.code if isinstance(e.code, int) else 1
             finally:

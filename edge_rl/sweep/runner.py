@@ -19,7 +19,7 @@ from typing import Any
 
 from edge_rl.atomic import write_atomic
 from edge_rl.errors import BadInput
-from edge_rl.sweep.pipeline import read_curve, result_doc, run_trial
+from edge_rl.sweep.pipeline import Cli, read_curve, result_doc, run_trial
 from edge_rl.sweep.spec import SweepSpec, Trial
 
 OBJECT_STORE_BYTES = 256 * 1024**2  # the sweep passes file paths, not arrays: Ray's default (30 % of RAM) is waste
@@ -49,6 +49,7 @@ def run_sweep(
     spec: SweepSpec,
     out: Path,
     *,
+    cli: Cli,
     address: str | None,
     workers: int,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
@@ -58,7 +59,7 @@ def run_sweep(
     write_atomic(out / "sweep.toml", spec.source)
     todo = pending(spec, out)
     if todo:
-        _tune(spec, todo, out, address, workers, on_trial)
+        _tune(spec, todo, out, cli, address, workers, on_trial)
     results = [_read(out, t) for t in spec.trials]
     best = keep_best(out, results)
     summary = spec.to_dict() | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "best": best}
@@ -107,6 +108,7 @@ def _tune(
     spec: SweepSpec,
     todo: list[Trial],
     out: Path,
+    cli: Cli,
     address: str | None,
     workers: int,
     on_trial: Callable[[dict[str, Any]], None] | None,
@@ -129,7 +131,7 @@ def _tune(
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     try:
         asha = spec.search == "asha"
-        trainable = tune.with_resources(_trainable(spec, out.resolve(), asha), {"cpu": 1})
+        trainable = tune.with_resources(_trainable(spec, out.resolve(), asha, cli), {"cpu": 1})
         scheduler = ASHAScheduler(max_t=10_000, **spec.asha) if asha else None
         tuner = tune.Tuner(
             trainable,
@@ -150,7 +152,7 @@ def _tune(
         ray.shutdown()
 
 
-def _trainable(spec: SweepSpec, out: Path, asha: bool) -> Callable[[dict[str, Any]], None]:
+def _trainable(spec: SweepSpec, out: Path, asha: bool, cli: Cli) -> Callable[[dict[str, Any]], None]:
     """The function Tune runs per trial; ASHA sees every evaluation of training, others the final score."""
     pipeline, env_id, metric = spec.pipeline, spec.env_id, spec.metric
 
@@ -162,7 +164,7 @@ def _trainable(spec: SweepSpec, out: Path, asha: bool) -> Callable[[dict[str, An
         def progress(step: int, score: float) -> None:
             tune.report({"score": score, "env_step": step})
 
-        result = run_trial(trial, pipeline, env_id, metric, trial_dir(out, trial), progress if asha else None)
+        result = run_trial(trial, pipeline, env_id, metric, trial_dir(out, trial), cli, progress if asha else None)
         score = result["score"]
         tune.report({"score": score if score is not None else math.nan, "status": result["status"], "done": True})
 
