@@ -298,6 +298,12 @@ BAD = {  # command -> (arguments after it, with {policy} / {tmp} placeholders; a
         (["--replay", "{tmp}/missing.jsonl"], "missing.jsonl"),
     ],
     "broker": [(["--port", "-1"], "--port"), (["--port", "65536"], "--port")],
+    "report": [
+        (["{tmp}/missing"], "does not exist"),
+        (["{tmp}"], "no trial results"),
+        (["{tmp}", "--confidence", "1.5"], "--confidence"),
+        (["{tmp}", "--reps", "0"], "--reps"),
+    ],
 }
 
 
