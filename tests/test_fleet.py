@@ -100,10 +100,11 @@ def test_monitor_sees_every_device_across_bridged_mosquittos(mosquitto_factory) 
         while monitor.fleet.messages < sent and time.monotonic() < deadline:
             time.sleep(0.05)
         commands = []  # the bridge carries `both` ways: an operator's command on the core reaches the edge
-        listener = client(edge.port, "test-device-side")
+        listener, subscribed = client(edge.port, "test-device-side"), threading.Event()
         listener.on_message = lambda _c, _u, m: commands.append(m.topic)
+        listener.on_subscribe = lambda *_: subscribed.set()
         listener.subscribe("edgerl/+/cmd", qos=1)
-        time.sleep(0.5)  # no assertion rests on this: the wait below is bounded on its own
+        assert subscribed.wait(10), "no SUBACK from the devices' broker"
         publish(core.port, [("edgerl/sim-0042/cmd", b'{"cmd": "pause", "id": "op-1"}')])
         deadline = time.monotonic() + 10
         while not commands and time.monotonic() < deadline:

@@ -49,6 +49,7 @@ def test_screenshot_of_the_fleet_page(mosquitto, tmp_path) -> None:
     proc, url = start_monitor(mosquitto.url, "--once")
     fleet = SimulatedFleet(mosquitto.port, 30, None, rate_hz=2.0, seed=1, events=0)
     try:
+        wait_devices(url, 30)  # the monitor has subscribed: a one-off message now cannot pass it by
         rollback(mosquitto.port, "sim-0005x")
         wait_devices(url, 31)
         out = tmp_path / "fleet.png"

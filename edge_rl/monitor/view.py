@@ -17,24 +17,23 @@ BLOCKS = "▁▂▃▄▅▆▇█"
 PRESENCE_STYLE = {"online": "green", "offline": "red", "silent": "yellow", "unknown": "dim"}
 
 
-def sparkline(values: Sequence[float | None], low: float | None = None, high: float | None = None) -> str:
-    """One block character per value scaled between low and high (default: the values' range); None is a space."""
+def shares(values: Sequence[float | None], low: float | None = None, high: float | None = None) -> list[float | None]:
+    """Each value's place in [0, 1] between low and high (default: the values' range), the terminal's and the web
+    view's sparklines alike; a flat line sits at ▄ (3/7); None stays None."""
     known = [v for v in values if v is not None]
     if not known:
-        return " " * len(values)
+        return [None] * len(values)
     low = min(known) if low is None else low
     high = max(known) if high is None else high
     span = high - low
-    out = []
-    for v in values:
-        if v is None:
-            out.append(" ")
-        elif span <= 0:
-            out.append(BLOCKS[3])  # ▄: half height, a flat line
-        else:
-            share = min(max((v - low) / span, 0.0), 1.0)
-            out.append(BLOCKS[round(share * (len(BLOCKS) - 1))])
-    return "".join(out)
+    if span <= 0:
+        return [None if v is None else 3 / 7 for v in values]
+    return [None if v is None else min(max((v - low) / span, 0.0), 1.0) for v in values]
+
+
+def sparkline(values: Sequence[float | None], low: float | None = None, high: float | None = None) -> str:
+    """One block character per value scaled between low and high (default: the values' range); None is a space."""
+    return "".join(" " if s is None else BLOCKS[round(s * (len(BLOCKS) - 1))] for s in shares(values, low, high))
 
 
 def _us(value: float | None) -> str:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 
 from edge_rl.errors import BadInput
 from edge_rl.monitor.fleet import Device, Fleet
-from edge_rl.monitor.view import COLUMNS, caption, cells
+from edge_rl.monitor.view import COLUMNS, caption, cells, shares
 from edge_rl.monitor.webpage import CSP, page
 
 INTERVAL_S = 0.5  # rows are re-rendered at most this often (the terminal table's refresh)
@@ -34,11 +34,16 @@ SEND_TIMEOUT_S = 10.0  # a browser that stops reading is dropped after this long
 MAX_STREAMS = 32  # concurrent /events streams; more get 503
 
 
+def percent(shares_: list[float | None]) -> list[int | None]:
+    return [None if s is None else round(100 * s) for s in shares_]
+
+
 def row_json(fleet: Fleet, device: Device, now: float) -> str:
-    """One device's row for the page: the cells' text and style, and the sparkline values (success, return)."""
+    """One device's row for the page: the cells' text and style, and the sparklines (success rate on 0-1, return
+    on its own range) as heights 0-100, scaled here as in the terminal (integers: half the bytes of the values)."""
     texts = cells(fleet, device, now, curves=False)
-    success = [None if p.success_rate is None else round(p.success_rate, 3) for p in device.spark]
-    returns = [None if p.return_mean is None else round(p.return_mean, 3) for p in device.spark]
+    success = percent(shares([p.success_rate for p in device.spark], 0.0, 1.0))
+    returns = percent(shares([p.return_mean for p in device.spark]))
     row = {"c": [t.plain for t in texts], "s": [str(t.style) for t in texts], "succ": success, "ret": returns}
     return json.dumps(row, separators=(",", ":"))
 

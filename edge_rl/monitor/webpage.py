@@ -47,21 +47,18 @@ function header(head) {
   });
 }
 
-function spark(values, low, high) {
-  const known = values.filter(v => v !== null);
+function spark(heights) {  // heights 0-100 (null: no value), scaled by the monitor
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("width", "96");
   svg.setAttribute("height", "18");
-  if (!known.length) return svg;
-  if (low === null) { low = Math.min(...known); high = Math.max(...known); }
-  const span = high - low, step = 96 / Math.max(values.length - 1, 1);
+  const step = 96 / Math.max(heights.length - 1, 1);
   let d = "", up = true;
-  values.forEach((v, i) => {
-    if (v === null) { up = true; return; }
-    const share = span > 0 ? Math.min(Math.max((v - low) / span, 0), 1) : 0.5;
-    d += (up ? "M" : "L") + (i * step).toFixed(1) + "," + (16 - 14 * share).toFixed(1);
+  heights.forEach((h, i) => {
+    if (h === null) { up = true; return; }
+    d += (up ? "M" : "L") + (i * step).toFixed(1) + "," + (16 - 0.14 * h).toFixed(1);
     up = false;
   });
+  if (!d) return svg;
   const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
   path.setAttribute("d", d);
   path.setAttribute("fill", "none");
@@ -96,8 +93,7 @@ function apply(message) {
     const tr = rows.get(name) || newRow(name, head);
     row.c.forEach((text, i) => {
       const td = tr.cells[i], style = row.s[i].split(" ").filter(Boolean).map(s => "st-" + s).join(" ");
-      const curve = columns[i] === "success" ? spark(row.succ, 0, 1)
-        : columns[i] === "return" ? spark(row.ret, null, null) : null;
+      const curve = columns[i] === "success" ? spark(row.succ) : columns[i] === "return" ? spark(row.ret) : null;
       if (curve) { td.replaceChildren(curve, document.createTextNode(text)); }
       else if (td.textContent !== text) { td.textContent = text; }
       td.className = (td.classList.contains("right") ? "right " : "") + style;
