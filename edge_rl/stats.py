@@ -40,10 +40,11 @@ class Estimate:
     high: float
 
     def format(self, digits: int | None = None) -> str:
-        """Same decimals for all three numbers; by default enough for two significant digits."""
+        """Same decimals for all three numbers; by default 2 for rates and small scores, fewer for large ones."""
         if digits is None:
             largest = max(abs(self.point), abs(self.low), abs(self.high))
-            digits = 2 if largest == 0 else min(3, max(0, 1 - math.floor(math.log10(largest))))
+            digits = next(d for bound, d in ((0.1, 3), (10, 2), (100, 1), (math.inf, 0)) if largest < bound)
+            digits = 2 if largest == 0 else digits
         return f"{self.point:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
     def __str__(self) -> str:

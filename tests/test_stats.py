@@ -135,7 +135,10 @@ def test_estimate_formats_with_the_same_decimals() -> None:
     assert str(stats.Estimate(0.93, 0.9, 0.95)) == "0.93 [0.90, 0.95]"
     assert str(stats.Estimate(512.3, 500.0, 520.0)) == "512 [500, 520]"
     assert str(stats.Estimate(0.004, 0.001, 0.006)) == "0.004 [0.001, 0.006]"
-    assert stats.Estimate(3.21, 2.0, 4.0).format(2) == "3.21 [2.00, 4.00]"
+    assert str(stats.Estimate(0.97, 0.93, 1.0)) == "0.97 [0.93, 1.00]"  # a rate near 1 keeps its digits
+    assert str(stats.Estimate(37.26, 35.0, 40.1)) == "37.3 [35.0, 40.1]"
+    assert str(stats.Estimate(0.0, 0.0, 0.0)) == "0.00 [0.00, 0.00]"
+    assert stats.Estimate(3.21, 2.0, 4.0).format(0) == "3 [2, 4]"
 
 
 def test_same_seed_same_interval() -> None:
