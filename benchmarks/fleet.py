@@ -11,7 +11,8 @@ live table, exactly as an operator runs it) and, with --web, watched by headless
   (read from the pty master as they come; the terminal emulator's own drawing is not included), and in
   the web page's table (a MutationObserver on the table body, in Chromium: the DOM update; the paint
   follows within a frame). Only rows on screen count: the terminal shows the rows that fit.
-- For reference, the lag to a plain MQTT subscriber on the monitor's broker (the bridge and brokers' share).
+- For reference, the lag to a plain MQTT subscriber on the monitor's broker (the bridge and brokers' share),
+  and each Mosquitto's CPU (the bridge's both ends: the devices' broker also serves the simulator).
 
 Configurations: `terminal` (60 x 240, the rows that fit), `terminal + web` (the same plus --web and one
 browser), `tall terminal` (210 rows: all 200 devices drawn, where the monitor slows its redraws).
@@ -79,6 +80,7 @@ class Observer:
         import paho.mqtt.client as mqtt
 
         self.samples: dict[tuple[str, int], tuple[float, float]] = {}
+        self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         self.client.on_connect = lambda c, _u, _f, _r, _p: c.subscribe("edgerl/+/telemetry", qos=1)
         self.client.on_message = self._on_message
@@ -88,7 +90,12 @@ class Observer:
     def _on_message(self, _c: Any, _u: Any, message: Any) -> None:
         doc = json.loads(message.payload)
         if doc.get("kind") == "sample":
-            self.samples[(doc["device"], doc["steps"])] = (doc["wall"], time.time())
+            with self.lock:
+                self.samples[(doc["device"], doc["steps"])] = (doc["wall"], time.time())
+
+    def copy(self) -> dict[tuple[str, int], tuple[float, float]]:
+        with self.lock:
+            return dict(self.samples)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -169,14 +176,16 @@ class StreamCounter:
         return sum(n for at, n in self.bytes if start <= at <= end) / (end - start)
 
 
-def lags(shown: list[tuple[float, str, int]], observer: Observer, start: float, end: float) -> list[float]:
+def lags(
+    shown: list[tuple[float, str, int]], samples: dict[tuple[str, int], tuple[float, float]], start: float, end: float
+) -> list[float]:
     """Seconds from each sample's `wall` to the first time its steps value was shown, within [start, end]."""
     first: dict[tuple[str, int], float] = {}
     for at, device, steps in shown:
         first.setdefault((device, steps), at)
     out = []
     for key, at in first.items():
-        known = observer.samples.get(key)
+        known = samples.get(key)
         if known is not None and start <= at <= end:
             out.append(at - known[0])
     return out
@@ -190,7 +199,9 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "median": statistics.median(values), "p95": p95, "max": ordered[-1]}
 
 
-def one_run(config: str, url: str, observer: Observer, warmup: float, window: float) -> dict[str, Any]:
+def one_run(
+    config: str, url: str, observer: Observer, brokers: dict[str, int], warmup: float, window: float
+) -> dict[str, Any]:
     from tests.chromium import Page
 
     rows, web = CONFIGS[config]
@@ -204,9 +215,10 @@ def one_run(config: str, url: str, observer: Observer, warmup: float, window: fl
             page.wait_for("document.querySelectorAll('#fleet tbody tr').length > 0", 30, "the page's rows")
             page.evaluate(SEEN_JS)
         time.sleep(warmup)
-        cpu_start, start = cpu_seconds(terminal.proc.pid), time.time()
+        pids = {"monitor": terminal.proc.pid, **brokers}
+        cpu_start, start = {k: cpu_seconds(pid) for k, pid in pids.items()}, time.time()
         time.sleep(window)
-        cpu_end, end = cpu_seconds(terminal.proc.pid), time.time()
+        cpu_end, end = {k: cpu_seconds(pid) for k, pid in pids.items()}, time.time()
         assert terminal.proc.poll() is None, "the monitor exited during the window"
         seen = page.evaluate("JSON.stringify(window.seen)") if page is not None else "[]"
     finally:
@@ -214,11 +226,13 @@ def one_run(config: str, url: str, observer: Observer, warmup: float, window: fl
             page.close()
         terminal.close()
     browser = [(t, d, int(v.replace(",", ""))) for d, v, t in json.loads(seen) if v.replace(",", "").isdigit()]
-    delivered = [arrived - wall for wall, arrived in observer.samples.values() if start <= arrived <= end]
+    samples = observer.copy()
+    delivered = [arrived - wall for wall, arrived in samples.values() if start <= arrived <= end]
     return {
-        "cpu_pct": 100 * (cpu_end - cpu_start) / (end - start),
-        "terminal_lag_s": stats(lags(terminal.shown, observer, start, end)),
-        "web_lag_s": stats(lags(browser, observer, start, end)) if web else None,
+        "cpu_pct": 100 * (cpu_end["monitor"] - cpu_start["monitor"]) / (end - start),
+        "broker_cpu_pct": {k: 100 * (cpu_end[k] - cpu_start[k]) / (end - start) for k in brokers},
+        "terminal_lag_s": stats(lags(terminal.shown, samples, start, end)),
+        "web_lag_s": stats(lags(browser, samples, start, end)) if web else None,
         "delivered_lag_s": stats(delivered),
         "devices_on_terminal": len({d for at, d, _ in terminal.shown if start <= at <= end}),
         "web_stream_bytes_per_s": counter.rate(start, end) if counter is not None else None,
@@ -266,7 +280,8 @@ def main() -> None:
         )
         for config in configs:
             print(f"{config}: {args.warmup + args.window:.0f} s", flush=True)
-            runs[config] = one_run(config, core.url, observer, args.warmup, args.window)
+            brokers = {"devices' broker": edge.proc.pid, "monitor's broker": core.proc.pid}  # type: ignore[union-attr]
+            runs[config] = one_run(config, core.url, observer, brokers, args.warmup, args.window)
     finally:
         if simulator is not None:
             simulator.send_signal(signal.SIGTERM)
@@ -295,6 +310,8 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     worst_cpu = max(r["cpu_pct"] for r in runs.values())
     worst_lag = max(s["max"] for r in runs.values() for s in (r["terminal_lag_s"], r["web_lag_s"]) if s and s["n"])
     for config, r in runs.items():
+        brokers = ", ".join(f"{name} {pct:.1f} %" for name, pct in r["broker_cpu_pct"].items())
+        print(f"{config}: Mosquitto CPU (% of a core): {brokers}")
         if r["web_stream_bytes_per_s"] is not None:
             print(f"{config}: the event stream sends each browser {r['web_stream_bytes_per_s'] / 1000:.0f} kB/s")
     print(

@@ -4,6 +4,7 @@ telemetry live (cells change, a new device gets a row, an alarm shows) as it arr
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -88,6 +89,7 @@ def test_the_page_follows_telemetry_live(mosquitto) -> None:
         page.wait_for(f"{cell('sim-0003', 'msgs dup/gap/bad')} !== {json.dumps(messages)}", 15, "its message count")
         assert page.evaluate(cell("sim-0003", "msgs dup/gap/bad")).endswith(" 0/0/0")
         assert page.evaluate(cell("sim-0003", "status")) == "online"
+        assert re.fullmatch(r"[0-9]s", page.evaluate(cell("sim-0003", "seen")))  # sent apart from the rows
         curve = 'document.querySelector(\'tr[data-device="sim-0003"] td[data-col="success"] path\')'
         assert page.evaluate(f"{curve}.getAttribute('d')").count("L") >= 1  # a sparkline of several samples
         assert page.evaluate(cell("late-0000", "steps")) is None

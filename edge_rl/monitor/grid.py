@@ -17,8 +17,8 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions
 from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
 
+Cell = tuple[str, str]  # plain text, rich style name ("" for none)
 CONTROL = str.maketrans({code: "?" for code in (*range(32), 127)})
 
 
@@ -30,11 +30,11 @@ class Grid:
         title: str,
         caption: str,
         columns: Sequence[tuple[str, str]],
-        rows: Sequence[Sequence[Text]],
+        rows: Sequence[Sequence[Cell]],
         drop: Sequence[str] = (),
     ) -> None:
         self.title, self.caption, self.columns, self.drop = title, caption, columns, drop
-        self.rows = [[(cell.plain.translate(CONTROL), str(cell.style)) for cell in row] for row in rows]
+        self.rows = [[(plain.translate(CONTROL), style) for plain, style in row] for row in rows]
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
         widths = [cell_len(header) for header, _ in self.columns]

@@ -1,17 +1,16 @@
 """The fleet as a table: one row per device, sparklines of learning, latency, counts and alarms.
 
-Every string that came over the network goes into a `Text` (never into markup), so a device
-cannot restyle or garble the operator's terminal.
+A cell is plain text and a style name (`Cell`): strings that came over the network never go
+through rich markup, and the grid shows their control characters as `?`, so a device cannot
+restyle or garble the operator's terminal (nor, as `textContent`, the web page).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.text import Text
-
 from edge_rl.monitor.fleet import Device, Fleet
-from edge_rl.monitor.grid import Grid
+from edge_rl.monitor.grid import Cell, Grid
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 PRESENCE_STYLE = {"online": "green", "offline": "red", "silent": "yellow", "unknown": "dim"}
@@ -95,9 +94,9 @@ def fleet_table(fleet: Fleet, now: float, title: str = "edge-rl fleet", rows: in
     return Grid(title, caption(fleet) + hidden, COLUMNS, [cells(fleet, d, now) for d in devices], DROP)
 
 
-def cells(fleet: Fleet, d: Device, now: float, curves: bool = True) -> list[Text]:
-    """One device's row, a Text per column; without `curves` the success and return cells hold only the value
-    (the web view draws the curves itself from `Device.spark`)."""
+def cells(fleet: Fleet, d: Device, now: float, curves: bool = True) -> list[Cell]:
+    """One device's row, (text, style) per column; without `curves` the success and return cells hold only the
+    value (the web view draws the curves itself from `Device.spark`)."""
     presence = fleet.presence(d, now)
     latest = d.latest
     success = sparkline([p.success_rate for p in d.spark], 0.0, 1.0) + " " if curves else ""
@@ -105,21 +104,21 @@ def cells(fleet: Fleet, d: Device, now: float, curves: bool = True) -> list[Text
     steps = latest.get("steps")
     alarms = fleet.alarms(d, now)
     return [
-        Text(d.name, style="bold"),
-        Text(presence, style=PRESENCE_STYLE[presence]),
-        Text(d.bundle_version or "-"),
-        Text(d.adapt or "-"),
-        Text(d.boot[:8] if d.boot else "-", style="dim"),
-        Text("-" if steps is None else f"{steps:,.0f}"),
-        Text(f"{success}{_value(latest.get('success_rate'))}"),
-        Text(f"{returns}{_value(latest.get('return_mean'), 1)}"),
-        Text(f"{_us(latest.get('period_p50_us'))}/{_us(latest.get('period_p99_us'))}"),
-        Text(_us(latest.get("act_p99_us"))),
-        Text(f"{fleet.count(d, 'promotions', 'candidate_promoted')}/{fleet.count(d, 'rollbacks', 'rollback')}"),
-        Text(_value(latest.get("safe_actions"), 0)),
-        Text(f"{d.messages} {d.duplicates}/{d.gaps}/{d.bad}", style="red" if d.gaps or d.bad else ""),
-        Text(_age(None if d.last_seen is None else now - d.last_seen)),
-        Text(", ".join(alarms) if alarms else "ok", style="bold red" if alarms else "green"),
+        (d.name, "bold"),
+        (presence, PRESENCE_STYLE[presence]),
+        (d.bundle_version or "-", ""),
+        (d.adapt or "-", ""),
+        (d.boot[:8] if d.boot else "-", "dim"),
+        ("-" if steps is None else f"{steps:,.0f}", ""),
+        (f"{success}{_value(latest.get('success_rate'))}", ""),
+        (f"{returns}{_value(latest.get('return_mean'), 1)}", ""),
+        (f"{_us(latest.get('period_p50_us'))}/{_us(latest.get('period_p99_us'))}", ""),
+        (_us(latest.get("act_p99_us")), ""),
+        (f"{fleet.count(d, 'promotions', 'candidate_promoted')}/{fleet.count(d, 'rollbacks', 'rollback')}", ""),
+        (_value(latest.get("safe_actions"), 0), ""),
+        (f"{d.messages} {d.duplicates}/{d.gaps}/{d.bad}", "red" if d.gaps or d.bad else ""),
+        (_age(None if d.last_seen is None else now - d.last_seen), ""),
+        (", ".join(alarms) if alarms else "ok", "bold red" if alarms else "green"),
     ]
 
 

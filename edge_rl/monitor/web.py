@@ -38,14 +38,20 @@ def percent(shares_: list[float | None]) -> list[int | None]:
     return [None if s is None else round(100 * s) for s in shares_]
 
 
-def row_json(fleet: Fleet, device: Device, now: float) -> str:
-    """One device's row for the page: the cells' text and style, and the sparklines (success rate on 0-1, return
-    on its own range) as heights 0-100, scaled here as in the terminal (integers: half the bytes of the values)."""
+SEEN = [name for name, _ in COLUMNS].index("seen")
+
+
+def row_json(fleet: Fleet, device: Device, now: float) -> tuple[str, str]:
+    """One device's row for the page, and its `seen` text apart: the cells' text and style, and the sparklines
+    (success rate on 0-1, return on its own range) as heights 0-100 scaled here as in the terminal (integers: half
+    the bytes of the values). `seen` changes every second: sent apart, with every message (a few bytes per
+    device), a row goes out again only when something else in it changed."""
     texts = cells(fleet, device, now, curves=False)
+    seen, texts[SEEN] = texts[SEEN][0], ("", "")
     success = percent(shares([p.success_rate for p in device.spark], 0.0, 1.0))
     returns = percent(shares([p.return_mean for p in device.spark]))
-    row = {"c": [t.plain for t in texts], "s": [str(t.style) for t in texts], "succ": success, "ret": returns}
-    return json.dumps(row, separators=(",", ":"))
+    row = {"c": [t for t, _ in texts], "s": [s for _, s in texts], "succ": success, "ret": returns}
+    return json.dumps(row, separators=(",", ":")), seen
 
 
 class Frames:
@@ -135,7 +141,7 @@ class WebView:
         self._rendered = time.monotonic()
         now = self.clock()
         with self.lock:
-            rows = {name: row_json(self.fleet, d, now) for name, d in self.fleet.devices.items()}
+            rendered = {name: row_json(self.fleet, d, now) for name, d in self.fleet.devices.items()}
             text = caption(self.fleet)
         status = self.status()
         head = {
@@ -144,8 +150,9 @@ class WebView:
             "now": round(now, 3),
             "columns": [name for name, _ in COLUMNS],
             "justify": [justify for _, justify in COLUMNS],
+            "seen": {name: seen for name, (_, seen) in rendered.items()},
         }
-        self.frames.publish(head, rows)
+        self.frames.publish(head, {name: row for name, (row, _) in rendered.items()})
 
     def summary(self) -> bytes:
         with self.lock:

@@ -100,6 +100,11 @@ function apply(message) {
     });
     tr.classList.toggle("alarm", row.c[columns.indexOf("alarms")] !== "ok");
   }
+  const seen = columns.indexOf("seen");
+  for (const [name, text] of Object.entries(head.seen)) {
+    const tr = rows.get(name);
+    if (tr && tr.cells[seen].textContent !== text) tr.cells[seen].textContent = text;
+  }
 }
 
 const initial = document.getElementById("initial").textContent;
