@@ -110,6 +110,7 @@ def test_a_bad_dqn_setting_fails_the_sweep_before_any_trial_runs(tmp_path: Path)
 
 @pytest.mark.slow
 def test_a_trial_cut_off_mid_step_finishes_only_what_it_had_not_finished(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the pipeline trains: the train extra (training box)")
     spec = load_spec(write(tmp_path, TINY.format(seeds=1)))
     trial, root = spec.trials[0], tmp_path / "trial"
     first = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, root, main)
@@ -134,6 +135,7 @@ def test_a_trial_cut_off_mid_step_finishes_only_what_it_had_not_finished(tmp_pat
 
 
 def test_a_step_that_rejects_its_options_fails_the_trial_with_a_line(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the pipeline trains: the train extra (training box)")
     text = TINY.format(seeds=1).replace("rounds = 1", "rounds = -4")
     spec = load_spec(write(tmp_path, 'metric = "teacher_return"\n' + text))
     result = run_trial(spec.trials[0], spec.pipeline, spec.env_id, spec.metric, tmp_path / "t", main)
@@ -167,6 +169,7 @@ def _results(out: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_a_ray_sweep_of_5_seeds_x_4_configs_survives_a_killed_worker_and_a_killed_driver(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="sweeps need the scale extra (training box)")
     sweep, out = write(tmp_path, TINY.format(seeds=5)), tmp_path / "out"
     cmd = [*EDGE_RL, "sweep", str(sweep), "--out", str(out), "--workers", "2", "--quiet"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -212,6 +215,7 @@ def test_a_ray_sweep_of_5_seeds_x_4_configs_survives_a_killed_worker_and_a_kille
 def test_asha_stops_trials_that_trail_after_their_grace_evaluations_and_records_them_as_pruned(
     tmp_path: Path,
 ) -> None:
+    pytest.importorskip("ray", reason="sweeps need the scale extra (training box)")
     text = """
 name = "asha"
 env_id = "CartPole-v1"
