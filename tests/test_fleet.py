@@ -30,7 +30,7 @@ from tests.mosquitto import bridge_to
 
 def test_simulated_devices_publish_what_a_daemon_publishes() -> None:
     device, again = SimDevice("sim-0001", 7, 2.0, events=50), SimDevice("sim-0001", 7, 2.0, events=50)
-    assert device.boot == again.boot and len(device.boot) == 32  # a seed makes the same fleet
+    assert device.boot != again.boot and len(device.boot) == 32  # a fresh boot per start, as a daemon's
     docs = [schema.parse_message(device.status("online")[1])]
     for _ in range(60):
         docs += [schema.parse_message(payload) for _, payload in device.tick()]
@@ -45,6 +45,8 @@ def test_simulated_devices_publish_what_a_daemon_publishes() -> None:
     assert all(0 < b - a < 100 for a, b in pairwise(steps)) and all(s["interval_s"] == 0.5 for s in samples)
     assert all(0.0 <= s["success_rate"] <= 1.0 and s["act_p99_us"] > s["act_p50_us"] > 0 for s in samples)
     assert abs(samples[0]["wall"] - time.time()) < 5  # the send time: a reader's clock minus it is the lag
+    twin = [schema.parse_message(p) for _ in range(60) for _, p in again.tick()]
+    assert [d.get("success_rate") for d in twin] == [d.get("success_rate") for d in docs[1:]]  # a seed, a fleet
 
 
 def feed(fleet: Fleet, device: SimDevice, ticks: int) -> None:
@@ -55,13 +57,13 @@ def feed(fleet: Fleet, device: SimDevice, ticks: int) -> None:
 
 def test_a_small_terminal_shows_the_devices_with_alarms_first() -> None:
     fleet = Fleet()
-    for i in range(12):
-        feed(fleet, SimDevice(f"d-{i:02d}", i, 1.0, events=0), 3)
-    flagged = SimDevice("d-09", 9, 1.0, events=0)
-    flagged.seq = 100
-    topic, payload = flagged.event("rollback")
+    devices = [SimDevice(f"d-{i:02d}", i, 1.0, events=0) for i in range(12)]
+    for device in devices:
+        feed(fleet, device, 3)
+    devices[9].seq = 100
+    topic, payload = devices[9].event("rollback")
     fleet.receive(topic, payload, time.time())  # d-09 jumps from seq 3 to 101: a rollback alarm and a gap
-    topic, payload = SimDevice("d-00", 0, 1.0, events=0).status("online")
+    topic, payload = devices[0].status("online")
     odd = json.loads(payload) | {"bundle_version": "v1\n\x1b[2Jx"}  # a newline and an escape: still one line
     fleet.receive(topic, json.dumps(odd).encode(), time.time())
     console = Console(record=True, width=260, file=io.StringIO())

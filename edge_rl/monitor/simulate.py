@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,7 +44,9 @@ class SimDevice:
     def __init__(self, name: str, seed: int, rate_hz: float, events: float) -> None:
         self.name, self.topics = schema.check_device(name), schema.topics(name)
         self.rng = random.Random(seed)
-        self.boot = f"{self.rng.getrandbits(128):032x}"
+        self.boot = (
+            uuid.uuid4().hex
+        )  # fresh per start, as a daemon's: a restarted simulator is a new boot, not duplicates
         self.interval = 1.0 / rate_hz
         self.events = events  # scale of EVENT_CHANCE (0: no events)
         self.seq = self.event_seq = 0
@@ -183,7 +186,8 @@ class Simulator:
         check_against_schema()
         self.broker, self.rate_hz = broker, rate_hz
         self.devices = [SimDevice(f"{prefix}-{i:04d}", seed * 100_003 + i, rate_hz, events) for i in range(devices)]
-        self.clients = [self._client(f"edgerl-{prefix}-{c}-{seed}") for c in range(min(connections, devices))]
+        run = uuid.uuid4().hex[:8]  # two simulators of one prefix must not take each other's client ids
+        self.clients = [self._client(f"edgerl-{prefix}-{run}-{c}") for c in range(min(connections, devices))]
         self.late = [0] * len(self.clients)  # per client: samples sent over a period behind schedule (overloaded)
         self.failed = [0] * len(self.clients)  # per client: publishes paho refused
 
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C or SIGTERM)"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed: boots, curves and events (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the curves and events (default: 0)")
     p.add_argument("--prefix", default="sim", help="device ids are PREFIX-0000, PREFIX-0001, ... (default: sim)")
     p.add_argument(
         "--events", type=float, default=1.0, metavar="X", help="scale of the event chances, 0 for none (default: 1)"
