@@ -154,8 +154,13 @@ def run(args: argparse.Namespace) -> int:
 def replay(args: argparse.Namespace, fleet: Any, console: Any) -> int:
     from edge_rl.monitor import record
 
-    live_only = {"url": "a broker URL", "record": "--record", "prometheus": "--prometheus", "web": "--web"}
-    live_only["duration"] = "--duration"
+    live_only = {
+        "url": "a broker URL",
+        "record": "--record",
+        "prometheus": "--prometheus",
+        "web": "--web",
+        "duration": "--duration",
+    }
     for key, flag in live_only.items():
         if getattr(args, key) is not None:
             raise BadInput(f"--replay renders a recorded session: {flag} needs a live broker")
@@ -229,7 +234,7 @@ def _live(
     monitor: Any, duration: float | None, stop: threading.Event, console: Any, views: list[Callable[[], None]]
 ) -> None:
     """The table redrawn in place every REFRESH_S, or less often if drawing would take more than DRAW_SHARE of a
-    core (a 200-row table takes ~0.2 s to draw); only the rows that fit the terminal; left on screen at the end."""
+    core (a safety net: 200 rows take ~50 ms); only the rows that fit the terminal; left on screen at the end."""
     from rich.live import Live
 
     from edge_rl.monitor.view import fleet_table
