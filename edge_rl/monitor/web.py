@@ -32,20 +32,19 @@ INTERVAL_S = 0.5  # rows are re-rendered at most this often (the terminal table'
 KEEPALIVE_S = 15.0  # an idle stream gets a comment this often: a browser that left is noticed
 SEND_TIMEOUT_S = 10.0  # a browser that stops reading is dropped after this long, in its own thread
 MAX_STREAMS = 32  # concurrent /events streams; more get 503
+SEEN = [name for name, _ in COLUMNS].index("seen")
 
 
 def percent(shares_: list[float | None]) -> list[int | None]:
+    """Sparkline heights 0-100 for the page (integers: a third of the bytes of the values)."""
     return [None if s is None else round(100 * s) for s in shares_]
-
-
-SEEN = [name for name, _ in COLUMNS].index("seen")
 
 
 def row_json(fleet: Fleet, device: Device, now: float) -> tuple[str, str]:
     """One device's row for the page, and its `seen` text apart: the cells' text and style, and the sparklines
-    (success rate on 0-1, return on its own range) as heights 0-100 scaled here as in the terminal (integers: half
-    the bytes of the values). `seen` changes every second: sent apart, with every message (a few bytes per
-    device), a row goes out again only when something else in it changed."""
+    (success rate on 0-1, return on its own range) as heights 0-100, scaled here as in the terminal. `seen`
+    changes every second: sent apart, with every message (a few bytes per device), a row goes out again only
+    when something else in it changed."""
     texts = cells(fleet, device, now, curves=False)
     seen, texts[SEEN] = texts[SEEN][0], ("", "")
     success = percent(shares([p.success_rate for p in device.spark], 0.0, 1.0))
