@@ -38,7 +38,7 @@ test-kernels: $(STAMP) system
 # (plus the operator's monitor and the embedded broker, which the telemetry tests run beside the daemon)
 test-device: system
 	test -x .venv-device/bin/python || $(PYTHON) -m venv .venv-device
-	.venv-device/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[device,monitor,demo]' pytest hypothesis
+	.venv-device/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '.[device,monitor,demo]' pytest hypothesis websockets
 	.venv-device/bin/python -m pytest -q -p no:cacheprovider
 
 # installs and runs on a Raspberry Pi 4's CPU (arm64 bookworm under qemu-user, as root; rootfs in /var/tmp)
@@ -65,6 +65,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/daemon.py
 	$(BIN)/python benchmarks/telemetry.py
 	$(BIN)/python benchmarks/mcu.py
+	$(BIN)/python benchmarks/fleet.py
+	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/dqn_variants.py
 
 clean:
 	rm -rf $(VENV) .venv-device runs .pytest_cache .ruff_cache .import_linter_cache firmware_bridge/firmware/build \
