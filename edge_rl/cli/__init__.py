@@ -31,6 +31,7 @@ COMMANDS = (
     "device",
     "broker",
     "monitor",
+    "sweep",
     "report",
 )
 EXTRAS = {  # a missing third-party module -> the extra that installs it (a device install has no torch)
@@ -49,6 +50,7 @@ EXTRAS = {  # a missing third-party module -> the extra that installs it (a devi
     "prometheus_client": "monitor",
     "amqtt": "demo",
     "scipy": "stats",
+    "ray": "scale",
 }
 
 
