@@ -84,6 +84,7 @@ def test_table_numbers_are_edge_rl_stats(sweep: Path, capsys) -> None:
     assert "pruned trials (not scored): 1bit-sweeping-4" in table
     assert "leaving them out flatters their group" in table
     assert "fewer than 5 runs on some task in 1bit:" in table  # 4 on sweeping
+    assert "unequal runs per task in 1bit:" in table  # 5 on reactive
     assert "sweep antijam, success_rate" in table
     poi = stats.probability_of_improvement(expected_scores("1bit"), expected_scores("int8"), reps=int(REPS), seed=0)
     assert "P(group > int8)" in improvement  # int8 has the higher IQM, so it is the baseline

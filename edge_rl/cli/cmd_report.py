@@ -224,6 +224,7 @@ def summarize(trials: list[Trial], args: argparse.Namespace) -> dict[str, Any]:
         "metrics": metrics,
         "groups": groups,
         "few_runs": sorted(g for g, tasks in scores.items() if min(map(len, tasks.values())) < FEW_RUNS),
+        "unequal_runs": sorted(g for g, tasks in scores.items() if len(set(map(len, tasks.values()))) > 1),
         "baseline": baseline,
         "probability_of_improvement": {
             g: _improvement(scores[g], scores[baseline], settings) for g in scores if g != baseline
@@ -286,6 +287,11 @@ def print_report(doc: dict[str, Any], title: str) -> None:
         print("note: pruned trials were stopped for scoring low; leaving them out flatters their group")
     if doc["few_runs"]:
         print(f"note: fewer than {FEW_RUNS} runs on some task in {', '.join(doc['few_runs'])}: expect wide intervals")
+    if doc["unequal_runs"]:
+        print(
+            f"note: unequal runs per task in {', '.join(doc['unequal_runs'])}: the all-task IQM weighs a task "
+            "by its runs (failures on a hard task flatter it); compare per task"
+        )
     improvement = doc["probability_of_improvement"]
     if improvement:
         print()
