@@ -3,7 +3,9 @@
 Chromium runs in its own process group with a temporary profile (`--user-data-dir`), so `close()`
 kills it and every helper process it started, and nothing is left behind. The DevTools port is
 Chromium's own pick (`--remote-debugging-port=0`), read from `DevToolsActivePort` in the profile.
-A missing Chromium fails the test with the fix named, never a skip.
+Its stderr goes to a file in the profile (a pipe nobody reads would block a chatty Chromium once
+64 kB are written); a failure quotes the file's tail. A missing Chromium fails the test with the
+fix named, never a skip.
 """
 
 from __future__ import annotations
@@ -37,7 +39,16 @@ def binary() -> str:
 
 def _run(args: list[str], profile: Path) -> subprocess.Popen[bytes]:
     command = [binary(), *FLAGS, f"--user-data-dir={profile}", *args]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    with open(profile / "stderr.log", "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+
+
+def log_tail(profile: Path, chars: int = 1500) -> str:
+    """The end of Chromium's stderr, for a failure message."""
+    try:
+        return (profile / "stderr.log").read_text(errors="replace").strip()[-chars:]
+    except OSError:
+        return ""
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -46,8 +57,6 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
-    if proc.stderr:
-        proc.stderr.close()
 
 
 def screenshot(url: str, out: Path, width: int, height: int, timeout: float = 60.0, delay_ms: int = 0) -> None:
@@ -56,9 +65,13 @@ def screenshot(url: str, out: Path, width: int, height: int, timeout: float = 60
     args = [f"--screenshot={out}", f"--window-size={width},{height}", *([f"--timeout={delay_ms}"] if delay_ms else [])]
     proc = _run([*args, url], profile)
     try:
-        proc.wait(timeout)
+        code = proc.wait(timeout)
+        written = "written" if out.is_file() else "missing"
+        assert code == 0 and out.is_file(), (
+            f"chromium --screenshot exited with {code}, {out} {written}: {log_tail(profile)}"
+        )
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"chromium --screenshot did not finish within {timeout} s") from None
+        raise AssertionError(f"chromium --screenshot did not finish within {timeout} s: {log_tail(profile)}") from None
     finally:
         _kill_group(proc)
         shutil.rmtree(profile, ignore_errors=True)
@@ -87,28 +100,35 @@ class Page:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise AssertionError(f"chromium exited with {self.proc.returncode}: {err.strip()[-500:]}")
+                raise AssertionError(f"chromium exited with {self.proc.returncode}: {log_tail(self.profile)}")
             try:
                 return int(active.read_text().split()[0])
             except (OSError, IndexError, ValueError):
                 time.sleep(0.05)
-        raise AssertionError(f"chromium wrote no DevToolsActivePort within {timeout} s")
+        raise AssertionError(f"chromium wrote no DevToolsActivePort within {timeout} s: {log_tail(self.profile)}")
 
-    def call(self, method: str, timeout: float = 30.0, **params: Any) -> dict[str, Any]:
-        """One DevTools command; events that arrive meanwhile are skipped."""
+    def call(self, method: str, timeout: float = 30.0, until: str | None = None, **params: Any) -> dict[str, Any]:
+        """One DevTools command, its result; with `until`, then also wait for that event (bounded by the same
+        `timeout`). Other events that arrive meanwhile are skipped."""
         self._id += 1
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        deadline, result = time.monotonic() + timeout, None
+        while result is None or until is not None:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{method}: no {'reply' if result is None else until} within {timeout} s"
+            reply = json.loads(self.ws.recv(timeout=left))
             if reply.get("id") == self._id:
                 if "error" in reply:
                     raise AssertionError(f"{method}: {reply['error']}")
-                return reply["result"]
+                result = reply["result"]
+            elif result is not None and reply.get("method") == until:
+                until = None
+        return result
 
-    def navigate(self, url: str) -> None:
-        self.call("Page.navigate", url=url)
+    def navigate(self, url: str, timeout: float = 30.0) -> None:
+        """Load `url` and return once its load event fired (its scripts have run)."""
+        self.call("Page.enable")
+        self.call("Page.navigate", timeout, until="Page.loadEventFired", url=url)
 
     def evaluate(self, expression: str) -> Any:
         """The expression's value (JSON-able), or an AssertionError with the page's exception."""
@@ -118,12 +138,17 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float, what: str) -> Any:
-        """Poll a JavaScript expression until it is truthy (bounded); its value."""
-        deadline = time.monotonic() + timeout
-        while not (value := self.evaluate(expression)):
-            assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        """Poll a JavaScript expression until it is truthy (bounded); its value. An evaluation that fails
+        meanwhile (the page's context replaced by a reload) is retried until the deadline."""
+        deadline, failed = time.monotonic() + timeout, ""
+        while True:
+            try:
+                if value := self.evaluate(expression):
+                    return value
+            except AssertionError as e:
+                failed = f" (last error: {e})"
+            assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}{failed}"
             time.sleep(0.1)
-        return value
 
     def close(self) -> None:
         if getattr(self, "ws", None) is not None:
