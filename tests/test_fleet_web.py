@@ -1,5 +1,6 @@
-"""`edge-rl monitor --web` in headless Chromium: a screenshot of the fleet page, and the page's table following
-telemetry live (cells change, a new device gets a row, an alarm shows) as it arrives over MQTT."""
+"""`edge-rl monitor --web` in headless Chromium: a screenshot of the fleet page, the page's table following
+telemetry live (cells change, a new device gets a row, an alarm shows) as it arrives over MQTT, and (the web
+view in-process) a busy monitor and a restarted one as the page shows them."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.image import imread
 
+from edge_rl.monitor import web
 from edge_rl.monitor.simulate import SimDevice
 from tests.chromium import Page, screenshot
-from tests.fleet_rig import SimulatedFleet, publish, start_monitor, stop
+from tests.fleet_rig import MonitorThread, SimulatedFleet, publish, raw_get, reset, start_monitor, stop, wait_until
 
 WIDTH, HEIGHT = 1400, 900
 
@@ -99,7 +101,54 @@ def test_the_page_follows_telemetry_live(mosquitto) -> None:
         names = page.evaluate("[...document.querySelectorAll('tbody tr')].map(r => r.dataset.device)")
         assert names == sorted(names) and len(names) == 11  # sorted by name, the newcomer in its place
         assert page.evaluate(cell("sim-0003", "alarms")) == "ok"
+        page.evaluate("document.getElementById('only').click()")  # only devices with alarms: the header stays
+        assert page.evaluate("getComputedStyle(document.querySelector('#fleet thead tr')).display") != "none"
+        shown = "[...document.querySelectorAll('tbody tr')].filter(r => getComputedStyle(r).display !== 'none')"
+        assert page.evaluate(f"{shown}.map(r => r.dataset.device)") == ["late-0000"]
     finally:
         page.close()
         fleet.stop()
         stop(proc)
+
+
+STATE = "document.getElementById('state').textContent"
+
+
+def test_a_busy_monitor_says_so_and_the_page_retries(monkeypatch) -> None:
+    """Every stream taken: the page shows its rendering and `busy`, and goes live once a slot is free."""
+    monkeypatch.setattr(web, "MAX_STREAMS", 1)
+    monkeypatch.setattr(web, "BUSY_RETRY_MS", 300)
+    monitor = MonitorThread(3)
+    held = raw_get(monitor.view.port, "/events")
+    page = Page(WIDTH, HEIGHT)
+    try:
+        wait_until(lambda: monitor.view.streams == 1 and monitor.fleet.devices, 10, "the one stream taken")
+        page.navigate(monitor.view.url)
+        page.wait_for(f"{STATE} === 'busy: 1 viewers, retrying'", 20, "the busy notice")
+        assert page.evaluate("document.querySelectorAll('tbody tr').length") == 3  # the page's own rendering
+        reset(held)
+        page.wait_for(f"{STATE} === 'live'", 20, "the stream once the slot was given back")
+    finally:
+        page.close()
+        monitor.close()
+
+
+def test_a_restarted_monitor_starts_the_table_afresh() -> None:
+    """The page reconnects to a new monitor on the same port: the old devices' rows go, the new ones come."""
+    first = MonitorThread(3)
+    port = first.view.port
+    page = Page(WIDTH, HEIGHT)
+    second = None
+    try:
+        wait_until(lambda: first.fleet.devices, 10, "a device")
+        page.navigate(first.view.url)
+        page.wait_for(f"{STATE} === 'live' && document.querySelectorAll('tbody tr').length === 3", 20, "3 rows")
+        first.close()
+        second = MonitorThread(1, port)  # one device: the page must drop two rows, not keep them
+        page.wait_for("document.querySelectorAll('tbody tr').length === 1", 20, "the new monitor's one row")
+        assert page.evaluate(f"{STATE} === 'live'")
+    finally:
+        page.close()
+        first.close()  # again, if the test failed before: closing is idempotent
+        if second is not None:
+            second.close()

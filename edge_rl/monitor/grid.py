@@ -5,12 +5,14 @@ rich's Table measures, wraps and pads every cell as a renderable of its own: 200
 its cells' plain text and style, padded to column widths computed once per draw, and yielded as
 segments (no wrapping or justifying left for rich to do). A cell never
 wraps: when the table is wider than the console, whole columns are left out (in `drop` order, and
-the caption says which) rather than folding every row over several lines. Control characters in
-a cell (a device's newline or escape) are shown as `?`, so a row stays one line.
+the caption says which) rather than folding every row over several lines. Control and format
+characters in a cell (a device's newline, escape, C1 CSI U+009B, bidi override U+202E) are shown
+as `?` (`safe`), so a row stays one line and reads in its own order.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator, Sequence
 
 from rich.cells import cell_len
@@ -19,7 +21,14 @@ from rich.segment import Segment
 from rich.style import Style
 
 Cell = tuple[str, str]  # plain text, rich style name ("" for none)
-CONTROL = str.maketrans({code: "?" for code in (*range(32), 127)})
+UNSAFE = {"Cc", "Cf", "Cs", "Zl", "Zp"}  # controls (C0, C1), format (bidi), lone surrogates, line separators
+
+
+def safe(text: str) -> str:
+    """`text` with every character a terminal would act on rather than show replaced by `?`."""
+    if text.isprintable():  # the common case, at C speed: none of UNSAFE is printable
+        return text
+    return "".join("?" if unicodedata.category(c) in UNSAFE else c for c in text)
 
 
 class Grid:
@@ -34,7 +43,7 @@ class Grid:
         drop: Sequence[str] = (),
     ) -> None:
         self.title, self.caption, self.columns, self.drop = title, caption, columns, drop
-        self.rows = [[(plain.translate(CONTROL), style) for plain, style in row] for row in rows]
+        self.rows = [[(safe(plain), style) for plain, style in row] for row in rows]
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
         widths = [cell_len(header) for header, _ in self.columns]

@@ -1,8 +1,9 @@
 """The fleet as a table: one row per device, sparklines of learning, latency, counts and alarms.
 
 A cell is plain text and a style name (`Cell`): strings that came over the network never go
-through rich markup, and the grid shows their control characters as `?`, so a device cannot
-restyle or garble the operator's terminal (nor, as `textContent`, the web page).
+through rich markup, and `grid.safe` shows their control and format characters (escapes, C1
+controls, bidi overrides) as `?` in the terminal and the web page alike, so a device cannot restyle,
+garble or reorder what the operator reads (the page also only ever sets `textContent`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The page arrives with the newest rendering inside (a JSON data block), so it sho
 once (and a `chromium --screenshot` of it too); `/events?from=RUN.VERSION` then streams what changes.
 The script keeps one table row per device (sorted by name), updates only the cells whose text
 changed, and draws the success-rate (0-1) and return (its own range) sparklines as inline SVG.
+A message of another run (the monitor restarted) starts the table afresh: its devices may differ.
+A monitor with every stream taken says `busy` (and when to retry) over a 200 stream, since an
+error status would make EventSource give up for good; the page says so, and says when it did give up.
 Device strings only ever go into `textContent`, never into markup. The Content-Security-Policy
 allows exactly this script and this style (by hash) and connections to this server.
 """
@@ -24,7 +27,7 @@ th { position: sticky; top: 0; background: #f6f8fa; text-align: left; }
 td.right { text-align: right; }
 td svg { vertical-align: middle; margin-right: 4px; }
 tr.alarm { background: #fff5f5; }
-.only-alarms tr:not(.alarm) { display: none; }
+.only-alarms tbody tr:not(.alarm) { display: none; }
 .st-green { color: #1a7f37; } .st-red { color: #cf222e; } .st-yellow { color: #9a6700; }
 .st-dim { color: #6e7781; } .st-bold { font-weight: 600; }
 #state.down { color: #cf222e; }
@@ -34,7 +37,7 @@ SCRIPT = """
 "use strict";
 const table = document.getElementById("fleet");
 const rows = new Map();  // device -> <tr>
-let columns = null;
+let columns = null, run = null;
 
 function header(head) {
   columns = head.columns;
@@ -84,8 +87,10 @@ function newRow(name, head) {
 }
 
 function apply(message) {
-  const head = message.head;
+  const head = message.head, sender = message.id.split(".")[0];
   if (!columns) header(head);
+  if (run !== null && sender !== run) { table.tBodies[0].replaceChildren(); rows.clear(); }  // a restarted monitor
+  run = sender;
   document.getElementById("title").textContent = head.title;
   document.getElementById("caption").textContent = head.caption;
   document.getElementById("updated").textContent = new Date(head.now * 1000).toLocaleTimeString();
@@ -112,9 +117,15 @@ let from = "";
 if (initial) { const message = JSON.parse(initial); apply(message); from = message.id; }
 const state = document.getElementById("state");
 const events = new EventSource("events?from=" + encodeURIComponent(from));
-events.onmessage = e => apply(JSON.parse(e.data));
-events.onopen = () => { state.textContent = "live"; state.className = ""; };
-events.onerror = () => { state.textContent = "monitor unreachable, retrying"; state.className = "down"; };
+let busy = false;  // told `busy` (every stream taken): the browser retries later, the text stays
+function show(text, down) { state.textContent = text; state.className = down ? "down" : ""; }
+events.onmessage = e => { busy = false; show("live", false); apply(JSON.parse(e.data)); };
+events.onopen = () => { if (!busy) show("live", false); };
+events.addEventListener("busy", e => { busy = true; show(`busy: ${e.data} viewers, retrying`, true); });
+events.onerror = () => {
+  if (events.readyState === EventSource.CLOSED) show("disconnected for good (refused): reload the page", true);
+  else if (!busy) show("monitor unreachable, retrying", true);
+};
 document.getElementById("only").onchange = e => table.classList.toggle("only-alarms", e.target.checked);
 """
 
