@@ -40,6 +40,7 @@ from tests.fleet_rig import (
     wait_until,
 )
 from tests.mosquitto import bridge_to
+from tests.telemetry_rig import Watcher
 
 
 def test_simulated_devices_publish_what_a_daemon_publishes() -> None:
@@ -55,12 +56,37 @@ def test_simulated_devices_publish_what_a_daemon_publishes() -> None:
     assert all(set(s) == set(schema.COMMON_FIELDS) | set(schema.SAMPLE_FIELDS) for s in samples)
     assert [e["data"]["event_seq"] for e in events] == list(range(1, len(events) + 1))
     assert samples[-1]["promotions"] == sum(e["event"] == "candidate_promoted" for e in events)
+    assert samples[-1]["drift_alarms"] == sum(e["event"] in ("rollback", "drift_alarm") for e in events)  # as gate.py
     steps = [s["steps"] for s in samples]
     assert all(0 < b - a < 100 for a, b in pairwise(steps)) and all(s["interval_s"] == 0.5 for s in samples)
     assert all(0.0 <= s["success_rate"] <= 1.0 and s["act_p99_us"] > s["act_p50_us"] > 0 for s in samples)
     assert abs(samples[0]["wall"] - time.time()) < 5  # the send time: a reader's clock minus it is the lag
     twin = [schema.parse_message(p) for _ in range(60) for _, p in again.tick()]
     assert [d.get("success_rate") for d in twin] == [d.get("success_rate") for d in docs[1:]]  # a seed, a fleet
+
+
+def test_a_simulated_sample_has_the_nested_keys_of_a_daemons(mosquitto) -> None:
+    """The schema lists top-level fields only: `mqtt`, which the daemon's Publisher adds, is compared with one
+    it really published."""
+    from edge_rl.daemon.config import TelemetryConfig
+    from edge_rl.telemetry.publish import Publisher
+    from edge_rl.telemetry.settings import from_config
+
+    simulated = schema.parse_message(SimDevice("sim-0001", 1, 1.0, events=0).tick()[-1][1])
+    watcher = Watcher(mosquitto.port, client_id="test-nested-keys").start()
+    publisher = Publisher(from_config(TelemetryConfig(url=mosquitto.url), "dev-a"), "b" * 32, {}, None)
+    body = {k: v for k, v in simulated.items() if k in schema.SAMPLE_FIELDS and k != "mqtt"}
+    try:
+        deadline = time.monotonic() + 15
+        while not watcher.docs("sample"):  # a sample each 0.2 s until the watcher has subscribed and got one
+            assert time.monotonic() < deadline, "no sample from the Publisher within 15 s"
+            publisher.sample(body)
+            time.sleep(0.2)
+        real = watcher.docs("sample")[0]
+    finally:
+        publisher.close()
+        watcher.stop()
+    assert set(real) == set(simulated) and set(real["mqtt"]) == set(simulated["mqtt"]), (real, simulated)
 
 
 def test_a_small_terminal_shows_the_devices_with_alarms_first() -> None:
