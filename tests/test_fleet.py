@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -16,6 +18,7 @@ import pytest
 from rich.console import Console
 
 from edge_rl.cli import main
+from edge_rl.monitor import simulate as simulate_module
 from edge_rl.monitor import web
 from edge_rl.monitor.fleet import Fleet
 from edge_rl.monitor.live import Monitor
@@ -286,6 +289,24 @@ def test_browsers_that_leave_at_once_leave_no_traceback(mosquitto) -> None:
             assert json.load(response)["devices"] == {}
     finally:
         stop(proc)
+
+
+def test_a_frozen_broker_at_shutdown_costs_one_timeout_not_one_per_device(mosquitto, monkeypatch) -> None:
+    """The offline statuses wait for their PUBACKs against one shared deadline: 20 devices and a broker that
+    stopped answering (SIGSTOP) end in about CONNECT_TIMEOUT, not 20 times it; each unacknowledged is counted."""
+    monkeypatch.setattr(simulate_module, "CONNECT_TIMEOUT", 1.0)
+    fleet = SimulatedFleet(mosquitto.port, 20, None, rate_hz=5.0, connections=2, events=0)
+    wait_until(lambda: fleet.sent > 40, 15, "the simulator publishing")  # the online statuses were acknowledged
+    assert mosquitto.proc is not None
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        fleet.halt.set()
+        fleet.join(timeout=10)  # 20 x 1 s before
+        took = time.monotonic() - started
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+    assert took < 6 and sum(fleet.sim.failed) == 20, (took, fleet.sim.failed)
 
 
 @pytest.mark.parametrize(
