@@ -143,6 +143,7 @@ class MonitorThread:
         self.devices = [SimDevice(f"sim-{i:04d}", i, 10.0, events=0) for i in range(devices)]
         self.view = WebView(self.fleet, self.lock, port, "127.0.0.1")
         self.longest_tick = 0.0
+        self.ticks = 0
         self.halt = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -155,6 +156,7 @@ class MonitorThread:
             started = time.monotonic()
             self.view.tick()
             self.longest_tick = max(self.longest_tick, time.monotonic() - started)
+            self.ticks += 1
 
     def close(self) -> None:
         self.halt.set()

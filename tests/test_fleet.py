@@ -260,6 +260,43 @@ def test_the_stream_limit_says_busy_and_when_to_retry(monkeypatch) -> None:
         monitor.close()
 
 
+def test_rows_are_rendered_for_a_page_or_a_stream_only() -> None:
+    """No browser: the monitor's ticks render nothing (200 rows cost ~30 ms under its lock); a page request
+    renders for itself, an open stream has the ticks render."""
+    monitor = MonitorThread(3)
+    view = monitor.view
+    stream = None
+    try:
+        wait_until(lambda: monitor.ticks >= 10, 10, "ten ticks")
+        assert view.frames.version == 0
+        assert b"sim-0002" in read_all(raw_get(view.port, "/")) and view.frames.version == 1
+        stream = raw_get(view.port, "/events")
+        wait_until(lambda: view.frames.version >= 3, 10, "renderings for the stream")
+    finally:
+        if stream is not None:
+            stream.close()
+        monitor.close()
+
+
+def test_connections_beyond_the_bound_are_closed_at_once(monkeypatch) -> None:
+    """Idle connections (a slowloris) hold at most MAX_CONNECTIONS threads; one more is closed, not queued."""
+    monkeypatch.setattr(web, "MAX_CONNECTIONS", 3)
+    monitor = MonitorThread(1)
+    idle = [socket.create_connection(("127.0.0.1", monitor.view.port), timeout=10) for _ in range(3)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", monitor.view.port), timeout=10)
+        assert extra.recv(100) == b""  # closed by the server: no request read, no thread
+        extra.close()
+        idle.pop().close()  # its thread ends and gives its slot back
+        wait_until(
+            lambda: read_all(raw_get(monitor.view.port, "/fleet.json")).startswith(b"HTTP/1.0 200"), 10, "a slot"
+        )
+    finally:
+        for s in idle:
+            s.close()
+        monitor.close()
+
+
 def test_only_loopback_names_are_answered_on_loopback() -> None:
     """A hostile site whose name was rebound to 127.0.0.1 sends its own name as Host: 421, nothing read."""
     monitor = MonitorThread(1)
