@@ -58,7 +58,7 @@ def loop(spec_path: Path, out: Path) -> float:
     spec = load_spec(spec_path)
     start = time.perf_counter()
     for trial in spec.trials:
-        result = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, out / trial.name, edge_rl)
+        result = run_trial(spec, trial, out / trial.name, edge_rl)
         if result["status"] != "ok":
             raise SystemExit(f"{trial.name}: {result['error']}")
     return time.perf_counter() - start

@@ -90,6 +90,14 @@ def test_random_search_draws_the_same_points_every_time_so_a_rerun_resumes() -> 
         ({"env_id": "CartPole-v1", "search": "random", "samples": 9}, "samples = 9"),
         ({"env_id": "CartPole-v1", "train": {"seed": 3}}, "seed is set by the sweep"),
         ({"env_id": "CartPole-v1", "pipeline": {"distill": {"quant": "int8"}}}, "quantize takes an fp32 student"),
+        ({"env_id": "CartPole-v1", "grid": {"lr": [0.001, 1e-3]}}, "two trials would share the name lr=0.001__"),
+        ({"env_id": "CartPole-v1", "groups": {"a__b": {}}}, "no '__'"),
+        ({"env_id": "CartPole-v1", "seeds": [0, True]}, "seeds must be"),
+        ({"env_id": "CartPole-v1", "seeds": 10**9}, "seeds must be"),
+        ({"env_id": "CartPole-v1", "asha": {"grace_period": 2}}, "[asha] is for search = 'asha'"),
+        ({"env_id": "CartPole-v1", "search": "asha", "asha": {"grace_period": "x"}}, "grace_period must be a int"),
+        ({"env_id": "CartPole-v1", "search": "asha", "asha": {"reduction_factor": 1}}, "reduction_factor >= 2"),
+        ({"env_id": "A-v0", "search": "asha", "tasks": {"a": {}, "b": {}}}, "give one task"),
     ],
 )
 def test_a_bad_sweep_file_is_one_line_naming_the_key(doc: dict, message: str) -> None:
@@ -101,11 +109,58 @@ def test_a_bad_sweep_file_is_one_line_naming_the_key(doc: dict, message: str) ->
 def test_a_bad_dqn_setting_fails_the_sweep_before_any_trial_runs(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, TINY.format(seeds=1).replace("lr = [1e-3, 5e-4]", "lr = [1e-3, -1.0]")))
     with pytest.raises(BadInput, match=r"group lr=-1\.0,hidden=32x32: invalid DQN settings: lr=-1\.0"):
-        check_trials(spec)
+        check_trials(spec, tmp_path / "out")
     done = subprocess.run([*EDGE_RL, "sweep", str(tmp_path / "sweep.toml")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "invalid DQN settings" in done.stderr
     broken = subprocess.run([*EDGE_RL, "sweep", str(write(tmp_path, "env_id = [", "x.toml"))], capture_output=True)
     assert broken.returncode == 2 and b"not valid TOML" in broken.stderr and b"Traceback" not in broken.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("lr = [1e-3, 5e-4]", 'lr = ["0.001"]'), "lr = '0.001' must be float"),
+        (("hidden = [[32, 32], [16, 16]]", 'hidden = ["64"]'), "hidden = '64' must be a list of integers"),
+        (("eval_episodes = 3", "eval_episodes = 3\nlearning_rate = 0.1"), "unknown DQN setting 'learning_rate'"),
+        (("rounds = 1", "rouns = 1"), "pipeline.distill: edge-rl: error: unrecognized arguments: --rouns 1"),
+        (("rounds = 1", "rounds = 0"), "pipeline.distill: edge-rl distill: error: argument --rounds: must be"),
+        (("rounds = 1", "out = 'x'"), "pipeline.distill.out is set by the sweep itself"),
+        (("rounds = 1", "stream = false"), "write no-stream = true"),
+        (('env_id = "CartPole-v1"', 'env_id = "CartPole-v1"\nmetric = "teacher_success"'), "reports no success"),
+        (('env_id = "CartPole-v1"', 'env_id = "Nope-v9"'), "Nope-v9"),
+    ],
+)
+def test_settings_steps_and_envs_are_checked_before_any_trial_runs(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    from edge_rl.cli.cmd_sweep import check_commands
+
+    spec = load_spec(write(tmp_path, TINY.format(seeds=1).replace(*edit)))
+    with pytest.raises(BadInput) as e:
+        check_trials(spec, tmp_path / "out")
+        check_commands(spec, tmp_path / "out")
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_sweep_directory_refuses_other_settings_and_a_second_sweep(tmp_path: Path) -> None:
+    from edge_rl.sweep.runner import Lock, trial_dir
+
+    out = tmp_path / "out"
+    spec = load_spec(write(tmp_path, TINY.format(seeds=1)))
+    trial = spec.trials[0]
+    trial_dir(out, trial).mkdir(parents=True)
+    (trial_dir(out, trial) / "fingerprint").write_text(spec.fingerprint(trial))
+    check_trials(spec, out)  # the same settings: resumable
+    changed = load_spec(write(tmp_path, TINY.format(seeds=1).replace("steps = 1500", "steps = 3000")))
+    with pytest.raises(BadInput, match=f"trial {trial.name} was run with other settings"):
+        check_trials(changed, out)
+    lock = Lock(out)
+    try:
+        with pytest.raises(BadInput, match=f"in use by another edge-rl sweep \\(pid {os.getpid()}\\)"):
+            Lock(out)
+    finally:
+        lock.release()
+    Lock(out).release()  # free again once the first let go
 
 
 @pytest.mark.slow
@@ -113,11 +168,11 @@ def test_a_trial_cut_off_mid_step_finishes_only_what_it_had_not_finished(tmp_pat
     pytest.importorskip("torch", reason="the pipeline trains: the train extra (training box)")
     spec = load_spec(write(tmp_path, TINY.format(seeds=1)))
     trial, root = spec.trials[0], tmp_path / "trial"
-    first = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, root, main)
+    first = run_trial(spec, trial, root, main)
     assert first["status"] == "ok" and first["attempts"] == 1
     assert first["metrics"]["macs"] > 0 and first["metrics"]["deployed_bytes"] > 0
     assert first["curve"]["step"] == [500, 1000, 1500]
-    commands = (root / "commands.sh").read_text().splitlines()
+    commands = [c for c in (root / "commands.sh").read_text().splitlines() if not c.startswith("#")]
     assert [c.split()[1] for c in commands] == ["train", "distill", "quantize", "export", "eval", "eval"]
     # a power cut during export: no result, no export marker, a half-written bundle
     (root / "result.json").unlink()
@@ -125,8 +180,8 @@ def test_a_trial_cut_off_mid_step_finishes_only_what_it_had_not_finished(tmp_pat
     (root / ".done" / "eval-teacher").unlink()
     (root / ".done" / "eval-student").unlink()
     (root / "bundle" / "manifest.json").unlink()
-    again = run_trial(trial, spec.pipeline, spec.env_id, spec.metric, root, main)
-    rerun = (root / "commands.sh").read_text().splitlines()[len(commands) :]
+    again = run_trial(spec, trial, root, main)
+    rerun = [c for c in (root / "commands.sh").read_text().splitlines() if not c.startswith("#")][len(commands) :]
     assert [c.split()[1] for c in rerun] == ["export", "eval", "eval"]  # training was not repeated
     assert again["status"] == "ok" and again["attempts"] == 2
     assert again["score"] == first["score"] and again["metrics"]["macs"] == first["metrics"]["macs"]
@@ -134,23 +189,38 @@ def test_a_trial_cut_off_mid_step_finishes_only_what_it_had_not_finished(tmp_pat
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_a_step_that_rejects_its_options_fails_the_trial_with_a_line(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_step_that_fails_fails_the_trial_with_a_line(tmp_path: Path) -> None:
+    """A failing step (here options `edge-rl sweep` itself would refuse) ends the trial: no retry, no score."""
     pytest.importorskip("torch", reason="the pipeline trains: the train extra (training box)")
     text = TINY.format(seeds=1).replace("rounds = 1", "rounds = -4")
     spec = load_spec(write(tmp_path, 'metric = "teacher_return"\n' + text))
-    result = run_trial(spec.trials[0], spec.pipeline, spec.env_id, spec.metric, tmp_path / "t", main)
+    result = run_trial(spec, spec.trials[0], tmp_path / "t", main)
     assert result["status"] == "failed" and result["score"] is None
     assert result["error"].startswith("distill: edge-rl distill exited with 2")
     assert "--rounds" in (tmp_path / "t" / "log.txt").read_text()
-    assert not (tmp_path / "t" / "student").exists() or not (tmp_path / "t" / ".done" / "distill").exists()
+    assert (tmp_path / "t" / ".done" / "train").exists() and not (tmp_path / "t" / ".done" / "distill").exists()
 
 
-def _started(root: Path) -> Path | None:
-    """A trial that is training now: its worker wrote its pid and training has evaluated, no result yet."""
+def _training(root: Path) -> Path | None:
+    """A trial in the middle of training: its worker wrote its pid, training started and has not finished."""
     for trial in sorted(root.glob("trials/*")):
-        if (trial / "worker.pid").exists() and (trial / "teacher").exists() and not (trial / "result.json").exists():
+        if (trial / "worker.pid").exists() and (trial / "teacher").exists() and not (trial / ".done/train").exists():
             return trial
     return None
+
+
+def _kill_a_worker_mid_trial(out: Path) -> Path:
+    """SIGKILL the worker of a trial that is training; a trial that finished in between does not count."""
+    while True:
+        victim = _wait(lambda: _training(out), 600, "a trial to start training")
+        try:
+            os.kill(int((victim / "worker.pid").read_text()), signal.SIGKILL)
+        except ProcessLookupError:  # it ended meanwhile: look again once Tune moved on
+            time.sleep(0.5)
+            continue
+        if not (victim / "result.json").exists():
+            return victim
 
 
 def _wait(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -176,10 +246,9 @@ def test_a_ray_sweep_of_5_seeds_x_4_configs_survives_a_killed_worker_and_a_kille
     driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         # 1. kill the worker process of a trial in the middle of its pipeline: Tune retries the trial
-        victim = _wait(lambda: _started(out), 180, "a trial to start training")
-        os.kill(int((victim / "worker.pid").read_text()), signal.SIGKILL)
+        victim = _kill_a_worker_mid_trial(out)
         # 2. once 8 trials are done, kill the sweep itself (SIGKILL: no clean-up of any kind)
-        _wait(lambda: len(_results(out)) >= 8 and victim.name in _results(out), 300, "8 trials and the victim")
+        _wait(lambda: len(_results(out)) >= 8 and victim.name in _results(out), 600, "8 trials and the victim")
         driver.kill()
         driver.wait(30)
         before = _results(out)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_rl.cli.common import positive_int
+
+if TYPE_CHECKING:
+    from edge_rl.sweep.spec import SweepSpec
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +41,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=None, help="sweep directory (default: runs/sweep-<name>)")
     p.add_argument("--list", action="store_true", help="print the trials and whether each is done, run nothing")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run failed trials again (their finished steps are kept) (default: a finished trial is final)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -44,13 +53,14 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from edge_rl.sweep.runner import check_trials, pending, trial_dir
+    from edge_rl.sweep.runner import Lock, check_trials, pending, trial_dir
     from edge_rl.sweep.spec import load_spec
     from edge_rl.table import print_table
 
     spec = load_spec(args.sweep)
-    check_trials(spec)
     out = args.out or Path("runs") / f"sweep-{spec.name}"
+    check_trials(spec, out)
+    check_commands(spec, out)
     if args.list:
         todo = {t.name for t in pending(spec, out)}
         rows = [[t.name, t.group, t.task, t.seed, "pending" if t.name in todo else "done"] for t in spec.trials]
@@ -59,33 +69,61 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from tqdm import tqdm
 
+    from edge_rl.cli import main
     from edge_rl.sweep.runner import run_sweep
 
-    workers = args.workers or (os.cpu_count() or 1 if args.ray is None else _cluster_cpus(args.ray))
-    todo = pending(spec, out)
-    bar = tqdm(total=len(spec.trials), initial=len(spec.trials) - len(todo), unit="trial", disable=args.quiet)
-    bar.set_description(spec.name)
-
-    def on_trial(result: dict) -> None:
-        bar.update(1)
-        bar.set_postfix_str(f"{result['name']}: {result['status']}", refresh=True)
-
+    lock = Lock(out)
     try:
-        from edge_rl.cli import main
+        workers = args.workers or (os.cpu_count() or 1 if args.ray is None else _cluster_cpus(args.ray))
+        todo = pending(spec, out, retry_failed=args.retry_failed)
+        bar = tqdm(total=len(spec.trials), initial=len(spec.trials) - len(todo), unit="trial", disable=args.quiet)
+        bar.set_description(spec.name)
 
-        results = run_sweep(spec, out, cli=main, address=args.ray, workers=workers, on_trial=on_trial)
+        def on_trial(result: dict) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{result['name']}: {result['status']}", refresh=True)
+
+        try:
+            results = run_sweep(spec, out, cli=main, address=args.ray, workers=workers, on_trial=on_trial)
+        finally:
+            bar.close()
     finally:
-        bar.close()
+        lock.release()
     _print_summary(results, spec.metric)
     print(f"results in {out}; statistics: edge-rl report {out}")
     return 0 if all(r["status"] in ("ok", "pruned") for r in results) else 1
+
+
+def check_commands(spec: SweepSpec, out: Path) -> None:
+    """Parse every step's command line of every group and task as the CLI will: an option the step does
+    not know fails the sweep now, with the CLI's own one-line message, not after every teacher trained."""
+    import contextlib
+    import io
+
+    from edge_rl.cli import build_parser
+    from edge_rl.errors import BadInput
+    from edge_rl.sweep.pipeline import Steps
+    from edge_rl.sweep.runner import trial_dir
+
+    parser = build_parser()
+    for trial in {(t.group, t.task): t for t in spec.trials}.values():
+        for command in Steps(trial, spec.pipeline, spec.env_id, trial_dir(out, trial)).commands():
+            stderr = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(stderr):
+                    parser.parse_args(command.argv)
+            except SystemExit:
+                message = stderr.getvalue().strip().splitlines()[-1:] or ["rejected"]
+                raise BadInput(f"pipeline.{command.step}: {message[0]}") from None
 
 
 def _cluster_cpus(address: str) -> int:
     """Trials at once on a cluster: its CPUs (connecting twice costs a second, not a guess)."""
     import ray
 
-    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    from edge_rl.sweep.runner import init_ray
+
+    init_ray(address, None)
     try:
         return max(1, int(ray.cluster_resources().get("CPU", 1)))
     finally:

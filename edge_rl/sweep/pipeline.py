@@ -19,15 +19,17 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_rl.atomic import write_atomic
+from edge_rl.errors import BadInput
 from edge_rl.policy import Policy
-from edge_rl.sweep.spec import Pipeline, Trial
+from edge_rl.sweep.spec import Pipeline, SweepSpec, Trial
 
 EVAL_SEED = 2_000_000  # episodes no training run resets to (training evaluates from 1_000_000 + seed)
-TARGET_FRACTION = 0.95  # sample efficiency: steps until the evaluation reaches 95 % of the task's best
+TARGET_FRACTION = 0.95  # sample efficiency: steps until the evaluation reaches 95 % of the optimal success rate
 Progress = Callable[[int, float], None]  # (env step, score) after each of training's evaluations
 Cli = Callable[[Sequence[str]], int]  # edge_rl.cli.main: argv -> exit code
 
@@ -36,23 +38,23 @@ class StepFailed(RuntimeError):
     """A CLI step exited with an error: deterministic, so the trial fails instead of being retried."""
 
 
-def run_trial(
-    trial: Trial, pipeline: Pipeline, env_id: str, metric: str, root: Path, cli: Cli, progress: Progress | None = None
-) -> dict[str, Any]:
+def run_trial(spec: SweepSpec, trial: Trial, root: Path, cli: Cli, progress: Progress | None = None) -> dict[str, Any]:
     """Run (or finish) the trial's pipeline in `root`; return the result written to result.json."""
     root.mkdir(parents=True, exist_ok=True)
     done = root / "result.json"
     if done.exists():
         return json.loads(done.read_text())
+    write_atomic(root / "fingerprint", spec.fingerprint(trial))
     attempts = _count_attempt(root)
     t0 = time.perf_counter()
-    steps = _Steps(trial, pipeline, env_id, root, cli)
+    steps = Steps(trial, spec.pipeline, spec.env_id, root)
     try:
-        steps.run_all(metric, progress)
-        metrics = steps.metrics(metric)
-        result = result_doc(trial, metric, "ok", metrics, steps.curve(metric), attempts, error=None)
+        for command in steps.commands():
+            steps.run(command, cli, spec.metric, progress)
+        metrics = steps.metrics(spec.metric)
+        result = result_doc(trial, spec.metric, "ok", metrics, steps.curve(spec.metric), attempts, error=None)
     except StepFailed as e:
-        result = result_doc(trial, metric, "failed", {}, {"step": [], "score": []}, attempts, error=str(e))
+        result = result_doc(trial, spec.metric, "failed", {}, {"step": [], "score": []}, attempts, error=str(e))
     result["metrics"]["pipeline_wall_s"] = round(time.perf_counter() - t0, 2)
     write_atomic(done, json.dumps(result, indent=1) + "\n")
     return result
@@ -64,6 +66,8 @@ def _count_attempt(root: Path) -> int:
     n = int(path.read_text()) + 1 if path.exists() else 1
     write_atomic(path, str(n))
     write_atomic(root / "worker.pid", str(os.getpid()))
+    with open(root / "commands.sh", "a", encoding="utf-8") as f:
+        f.write(f"# attempt {n}: the steps it ran (finished steps are not repeated)\n")
     return n
 
 
@@ -85,13 +89,22 @@ def result_doc(trial: Trial, metric: str, status: str, metrics: dict, curve: dic
     }
 
 
-class _Steps:
+@dataclass(frozen=True)
+class Command:
+    """One CLI step: its marker name, argv, output directory (emptied before a rerun) and captured stdout."""
+
+    step: str
+    argv: list[str]
+    out: Path | None
+    capture: Path | None = None
+
+
+class Steps:
     """The step commands of one trial, their directories and their markers."""
 
-    def __init__(self, trial: Trial, pipeline: Pipeline, env_id: str, root: Path, cli: Cli) -> None:
-        self.trial, self.pipeline, self.env_id, self.root, self.cli = trial, pipeline, env_id, root, cli
+    def __init__(self, trial: Trial, pipeline: Pipeline, env_id: str, root: Path) -> None:
+        self.trial, self.pipeline, self.env_id, self.root = trial, pipeline, env_id, root
         self.markers = root / ".done"
-        self.markers.mkdir(exist_ok=True)
 
     def dir(self, name: str) -> Path:
         return self.root / name
@@ -102,61 +115,58 @@ class _Steps:
         steps = self.pipeline.steps
         return self.dir("int8" if "quantize" in steps else "student" if "distill" in steps else "teacher")
 
-    def run_all(self, metric: str, progress: Progress | None) -> None:
-        seed = str(self.trial.seed)
+    def commands(self) -> list[Command]:
+        """Every step's command line, in order (no side effects: `edge-rl sweep` parses them before running)."""
+        seed, teacher, student = str(self.trial.seed), self.dir("teacher"), self.dir("student")
+        out: list[Command] = []
         for step in self.pipeline.steps:
-            opts = dict(self.pipeline.options.get(step, {}))
+            opts = _flags(step, self.pipeline.options.get(step, {}))
             if step == "train":
-                self._run("train", self._train_argv(), self.dir("teacher"), metric, progress)
+                argv = ["train", self.env_id, "--config", str(self.root / "train.toml"), "--seed", seed]
+                argv += ["--env-kwargs", json.dumps(self.trial.env_kwargs), "--out", str(teacher), "--quiet"]
+                out.append(Command(step, argv, teacher))
             elif step == "distill":
-                argv = ["distill", str(self.dir("teacher")), "--out", str(self.dir("student")), "--seed", seed]
-                self._run(step, [*argv, "--quiet", *_flags(opts)], self.dir("student"))
+                argv = ["distill", str(teacher), "--out", str(student), "--seed", seed, "--quiet", *opts]
+                out.append(Command(step, argv, student))
             elif step == "quantize":
-                argv = ["quantize", str(self.dir("student")), "--to", "int8", "--out", str(self.dir("int8"))]
-                self._run(step, [*argv, "--seed", seed, *_flags(opts)], self.dir("int8"))
+                argv = ["quantize", str(student), "--to", "int8", "--out", str(self.dir("int8")), "--seed", seed]
+                out.append(Command(step, [*argv, *opts], self.dir("int8")))
             elif step == "export":
-                argv = ["export", str(self.deployable), "--out", str(self.dir("bundle")), "--seed", seed]
-                self._run(step, [*argv, *_flags(opts)], self.dir("bundle"))
+                argv = ["export", str(self.deployable), "--out", str(self.dir("bundle")), "--seed", seed, *opts]
+                out.append(Command(step, argv, self.dir("bundle")))
             else:
-                self._eval(opts)
+                opts = _flags(step, {"episodes": 20, "seed": EVAL_SEED, **self.pipeline.options.get(step, {})})
+                policies = {"teacher": teacher} | ({"student": self.deployable} if self.pipeline.student else {})
+                for who, policy in policies.items():
+                    argv = ["eval", str(policy), "--json", *opts]
+                    out.append(Command(f"eval-{who}", argv, None, capture=self.root / f"eval-{who}.json"))
+        return out
 
-    def _train_argv(self) -> list[str]:
-        t = self.trial
-        lines = [f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in t.train.items()]
-        write_atomic(self.root / "train.toml", "[dqn]\n" + "".join(line + "\n" for line in lines))
-        argv = ["train", self.env_id, "--config", str(self.root / "train.toml"), "--seed", str(t.seed)]
-        return [*argv, "--env-kwargs", json.dumps(t.env_kwargs), "--out", str(self.dir("teacher")), "--quiet"]
-
-    def _eval(self, opts: dict[str, Any]) -> None:
-        opts = {"episodes": 20, "seed": EVAL_SEED, **opts}
-        policies = {"teacher": self.dir("teacher")}
-        if self.pipeline.student:
-            policies["student"] = self.deployable
-        for who, policy in policies.items():
-            out = self.root / f"eval-{who}.json"
-            self._run(f"eval-{who}", ["eval", str(policy), "--json", *_flags(opts)], None, capture=out)
-
-    def _run(
-        self,
-        step: str,
-        argv: list[str],
-        out: Path | None,
-        metric: str | None = None,
-        progress: Progress | None = None,
-        capture: Path | None = None,
-    ) -> None:
-        marker = self.markers / step
+    def run(self, command: Command, cli: Cli, metric: str, progress: Progress | None) -> None:
+        """Run a step unless its marker says it finished; a step cut off before its marker starts from nothing."""
+        marker = self.markers / command.step
         if marker.exists():
             return
-        if out is not None and out.exists():
-            shutil.rmtree(out)  # a step cut off before its marker starts again from nothing
+        self.markers.mkdir(exist_ok=True)
+        if command.out is not None and command.out.exists():
+            shutil.rmtree(command.out)
+        if command.step == "train":  # the trial's DQN settings, as `edge-rl train --config` reads them
+            lines = [f"{k} = {json.dumps(v)}" for k, v in self.trial.train.items()]
+            write_atomic(self.root / "train.toml", "[dqn]\n" + "".join(line + "\n" for line in lines))
         with open(self.root / "commands.sh", "a", encoding="utf-8") as f:
-            f.write("edge-rl " + shlex.join(argv) + "\n")
-        code, stdout = _call(self.cli, argv, self.root / "log.txt", out, metric, progress)
+            f.write("edge-rl " + shlex.join(command.argv) + "\n")
+        watch = command.out if command.step == "train" and progress is not None else None
+        code, stdout = _call(cli, command.argv, self.root / "log.txt", watch, metric, progress)
         if code != 0:
-            raise StepFailed(f"{step}: edge-rl {argv[0]} exited with {code} (see {self.root / 'log.txt'})")
-        if capture is not None:
-            write_atomic(capture, stdout)
+            raise StepFailed(f"{command.step}: edge-rl {command.argv[0]} exited with {code} (see {self.root}/log.txt)")
+        if command.capture is not None:
+            try:
+                json.loads(stdout)
+            except json.JSONDecodeError:  # something else printed into the capture: not a result to keep
+                raise StepFailed(
+                    f"{command.step}: its output is not one JSON object (see {self.root}/log.txt)"
+                ) from None
+            write_atomic(command.capture, stdout)
         write_atomic(marker, "")
 
     def metrics(self, metric: str) -> dict[str, Any]:
@@ -187,7 +197,8 @@ class _Steps:
         return read_curve(self.dir("teacher") / "evaluations.jsonl", metric)
 
     def _target(self, metric: str) -> float | None:
-        """95 % of the best the task allows: the env's optimal success rate, or its reward threshold."""
+        """95 % of the env's optimal success rate, or its reward threshold ("solved": 95 % of a negative
+        threshold would be a harder bar, not an easier one)."""
         from edge_rl.gymenv import make_env
 
         env = make_env(self.env_id, self.trial.env_kwargs)
@@ -195,25 +206,31 @@ class _Steps:
             if eval_key(metric) == "success_rate":
                 best = getattr(env.unwrapped, "best_success_rate", None)  # AntiJam: a property
                 return TARGET_FRACTION * float(best) if best is not None else None
-            threshold = getattr(env.spec, "reward_threshold", None)
-            return TARGET_FRACTION * threshold if threshold is not None else None
+            return getattr(env.spec, "reward_threshold", None)
         finally:
             env.close()
 
 
-def _flags(options: dict[str, Any]) -> list[str]:
-    """{"hidden": [48, 48], "episodes": 20, "stream": True} -> --hidden 48,48 --episodes 20 --stream."""
+RESERVED = {"out", "seed", "quiet", "to", "json", "config", "env_kwargs"}  # set by the pipeline itself
+
+
+def _flags(step: str, options: dict[str, Any]) -> list[str]:
+    """{"hidden": [48, 48], "episodes": 20, "no-equalize": True} -> --hidden 48,48 --episodes 20 --no-equalize."""
     argv: list[str] = []
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            argv += [flag] if value else []
-        elif isinstance(value, list):
+        if key.replace("-", "_") in RESERVED and not (step == "eval" and key == "seed"):
+            raise BadInput(f"pipeline.{step}.{key} is set by the sweep itself")
+        if value is False:
+            raise BadInput(f"pipeline.{step}.{key} = false: leave it out, or write no-{key} = true for a --no- flag")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             argv += [flag, ",".join(map(str, value))]
-        elif isinstance(value, dict):
-            argv += [flag, json.dumps(value)]
-        else:
+        elif isinstance(value, (int, float, str)):
             argv += [flag, str(value)]
+        else:
+            raise BadInput(f"pipeline.{step}.{key} = {value!r}: give a number, a string, true or a list of numbers")
     return argv
 
 
@@ -238,7 +255,7 @@ def _call(
                 with contextlib.redirect_stdout(buffer):
                     result["code"] = cli(argv)
             except SystemExit as e:  # argparse rejected an option: its one line is in the log
-                result["code"] = e.code if isinstance(e.code, int) else 1
+                result["code"] = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
             finally:
                 f.write(buffer.getvalue() + f"({time.perf_counter() - t0:.2f} s)\n")
         result["stdout"] = buffer.getvalue()

@@ -8,10 +8,13 @@ trials again by name and a second run never repeats them.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import random
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ TOP_KEYS = {"name", "env_id", "seeds", "search", "samples", "metric", "max_failu
 TOP_KEYS |= {"tasks", "pipeline", "asha"}
 PIPELINE_KEYS = {"steps", "distill", "quantize", "export", "eval"}
 ASHA_KEYS = {"grace_period", "reduction_factor"}
+MAX_TRIALS = 100_000  # a typo such as seeds = 10**9 is refused, not expanded
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ class SweepSpec:
     trials: tuple[Trial, ...]
     asha: dict[str, int]
     source: str  # the TOML text, copied into the sweep directory
+
+    def fingerprint(self, trial: Trial) -> str:
+        """What a trial's results depend on: a resumed sweep refuses a trial run with other settings."""
+        what = [self.env_id, self.metric, trial.train, trial.env_kwargs, self.pipeline.steps, self.pipeline.options]
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,12 +154,28 @@ def parse_spec(doc: dict[str, Any], source: str = "") -> SweepSpec:
         groups = [groups[i] for i in picked]
     elif "samples" in doc:
         raise BadInput("samples is for search = 'random' or 'asha'")
-    trials = _trials(groups, _tasks(doc, env_id), _seeds(doc), _table(doc, "train"))
-    asha = _table(doc, "asha")
-    if sorted(set(asha) - ASHA_KEYS):
-        raise BadInput(f"asha: unknown key(s) {', '.join(sorted(set(asha) - ASHA_KEYS))}")
-    asha = {"grace_period": int(asha.get("grace_period", 1)), "reduction_factor": int(asha.get("reduction_factor", 2))}
-    return SweepSpec(name, env_id, search, metric, max_failures, pipeline, tuple(trials), asha, source)
+    tasks = _tasks(doc, env_id)
+    trials = _trials(groups, tasks, _seeds(doc), _table(doc, "train"))
+    return SweepSpec(
+        name, env_id, search, metric, max_failures, pipeline, tuple(trials), _asha(doc, len(tasks)), source
+    )
+
+
+def _asha(doc: dict[str, Any], tasks: int) -> dict[str, int]:
+    """ASHA's cut points; it ranks every trial against every other, so only trials of one task."""
+    table = _table(doc, "asha")
+    if doc.get("search", "grid") != "asha":
+        if table:
+            raise BadInput("[asha] is for search = 'asha'")
+        return {}
+    if tasks > 1:
+        raise BadInput("search = 'asha' ranks trials against each other: give one task (or use grid or random)")
+    if sorted(set(table) - ASHA_KEYS):
+        raise BadInput(f"asha: unknown key(s) {', '.join(sorted(set(table) - ASHA_KEYS))}")
+    grace, factor = _typed(table, "grace_period", int, 1), _typed(table, "reduction_factor", int, 2)
+    if grace < 1 or factor < 2:
+        raise BadInput("asha: grace_period >= 1 evaluations and reduction_factor >= 2")
+    return {"grace_period": grace, "reduction_factor": factor}
 
 
 def _typed(doc: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -209,8 +234,8 @@ def _point_name(point: dict[str, Any]) -> str:
 
 
 def _check_name(name: str, what: str) -> None:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=,x+-]*", name):
-        raise BadInput(f"{what} name {name!r}: use letters, digits and _ . = , + -")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.=,x+-]*", name) or "__" in name:
+        raise BadInput(f"{what} name {name!r}: use letters, digits and _ . = , + - (and no '__': it joins names)")
 
 
 def _tasks(doc: dict[str, Any], env_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -226,9 +251,9 @@ def _tasks(doc: dict[str, Any], env_id: str) -> list[tuple[str, dict[str, Any]]]
 
 def _seeds(doc: dict[str, Any]) -> list[int]:
     seeds = doc.get("seeds", 5)
-    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+    if type(seeds) is int and 1 <= seeds <= MAX_TRIALS:
         return list(range(seeds))
-    if isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds):
+    if isinstance(seeds, list) and seeds and all(type(s) is int and s >= 0 for s in seeds):
         if len(set(seeds)) != len(seeds):
             raise BadInput("seeds: each seed once")
         return seeds
@@ -248,4 +273,9 @@ def _trials(
     for (group, overrides), (task, env_kwargs), seed in itertools.product(groups, tasks, seeds):
         name = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", f"{group}__{task}__seed{seed}")
         out.append(Trial(name, group, task, seed, {**base, **overrides}, dict(env_kwargs)))
+    if len(out) > MAX_TRIALS:
+        raise BadInput(f"{len(out):,} trials: more than {MAX_TRIALS:,} (check seeds and the grid)")
+    twice = [name for name, n in Counter(t.name for t in out).items() if n > 1]
+    if twice:
+        raise BadInput(f"two trials would share the name {twice[0]}: drop duplicate grid values or rename a group")
     return out

@@ -47,7 +47,9 @@ class DQNConfig:
     train_freq: int = _f(1, "vectorised env steps between training rounds")
     gradient_steps: int = _f(1, "gradient steps per training round")
     target_network: bool = _f(
-        True, "bootstrap from a lagged target network (off: from the online network, as PQN does with LayerNorm)"
+        True,
+        "bootstrap from a lagged target network (off: from the online network, as PQN does with LayerNorm; "
+        "--double then has no second network to rate with and the target is the online max)",
     )
     target_update_interval: int = _f(250, "gradient steps between target-network updates")
     tau: float = _f(1.0, "target update coefficient: 1.0 = hard copy, <1 = Polyak averaging")
