@@ -301,7 +301,7 @@ def print_report(doc: dict[str, Any], title: str) -> None:
 
 
 def _axes_row(plt: Any, panels: int, height: float) -> tuple[Any, list[Any]]:
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, height), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(max(6.4, 4.2 * panels), height), squeeze=False)
     return fig, list(axes[0])
 
 
@@ -312,6 +312,7 @@ def _interval_bars(ax: Any, labels: list[str], estimates: list[dict[str, float] 
             ax.errorbar(e["point"], y, xerr=[[e["point"] - e["low"]], [e["high"] - e["point"]]], fmt="o", capsize=4)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.locator_params(axis="x", nbins=4)  # intervals near 1.0 otherwise crowd the axis with long labels
     ax.grid(axis="x", alpha=0.3)
 
 
