@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -113,7 +114,7 @@ def _pooled(*columns: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.concatenate(columns, axis=axis)
 
 
-def _interval(data: tuple[np.ndarray, ...], statistic: Callable, reps: int, confidence: float, seed: int):
+def _interval(data: tuple[np.ndarray, ...], statistic: Callable, reps: int, confidence: float, seed: int) -> Any:
     """Stratified percentile bootstrap: every array in `data` is resampled on its own."""
     return bootstrap(
         data,
