@@ -139,7 +139,7 @@ def main() -> None:
     (RESULTS / "dqn_variants.json").write_text(json.dumps(doc | {"report": teacher, "raw": raw}, indent=1) + "\n")
     pngs = ROOT / "docs" / "dqn_variants"
     pngs.mkdir(exist_ok=True)
-    written = plot_all(teacher, "DQN variants on AntiJam: success / optimal", pngs)
+    written = plot_all(teacher, "AntiJam, success / optimal", pngs)
     print(f"\nwrote {RESULTS / 'dqn_variants.json'} and {', '.join(written)} in {pngs}")
 
 

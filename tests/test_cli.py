@@ -298,6 +298,11 @@ BAD = {  # command -> (arguments after it, with {policy} / {tmp} placeholders; a
         (["--replay", "{tmp}/missing.jsonl"], "missing.jsonl"),
     ],
     "broker": [(["--port", "-1"], "--port"), (["--port", "65536"], "--port")],
+    "sweep": [
+        (["{tmp}/missing.toml"], "cannot read"),
+        (["{tmp}/garbage.npy"], "not valid TOML"),
+        (["{tmp}/missing.toml", "--workers", "0"], "--workers"),
+    ],
     "report": [
         (["{tmp}/missing"], "does not exist"),
         (["{tmp}"], "no trial results"),

@@ -258,7 +258,8 @@ def _trainable(spec: SweepSpec, out: Path, asha: bool, cli: Cli) -> Callable[[di
 
         result = run_trial(spec, trial, trial_dir(out, trial), cli, progress if asha else None)
         final = result["score"] if result["score"] is not None else math.nan
-        tune.report({"score": last[0], "final": final, "status": result["status"], "done": True})
+        score = last[0] if asha else final
+        tune.report({"score": score, "final": final, "trial_status": result["status"]})  # Tune owns "done"
 
     return trainable
 
@@ -269,7 +270,7 @@ def _gather(out: Path, spec: SweepSpec, on_trial: Callable[[dict[str, Any]], Non
 
     class Gather(Callback):
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if (trial.last_result or {}).get("done"):  # it finished: its result.json should be here
+            if "trial_status" in (trial.last_result or {}):  # it finished: its result.json should be here
                 lost = f"finished on its node, but {trial_dir(out, Trial.from_dict(trial.config['trial']))} is not"
                 self._record(trial, "failed", lost + " here: OUT must be on storage every node shares")
             else:
