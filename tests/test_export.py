@@ -132,3 +132,23 @@ def test_fixed_point_requantization_is_bit_exact_in_every_regime(multiplier: str
         np.testing.assert_array_equal(runtime_for(policy, backend).q_values(states), reference, err_msg=backend)
     _, q_c, _ = run_header(to_c_header(policy, states[:64], policy.act(states[:64])), states)
     np.testing.assert_array_equal(q_c, reference)
+
+
+def test_a_model_xnnpack_cannot_prepare_is_not_a_damaged_file(tmp_path) -> None:
+    """An int8 student from a real sweep (CartPole, lr 5e-4, seed 1): one requantization multiplier is 427,
+    past XNNPACK's limit of 256. The file is fine (builtin kernels run it bit-exactly), so XNNPACK is an
+    unavailable backend for it, and `edge-rl export` writes the bundle instead of calling it damaged."""
+    from pathlib import Path
+
+    from edge_rl.cli import main
+    from edge_rl.runtime import BackendUnavailable
+
+    policy = Policy.load(Path(__file__).parent / "data" / "xnnpack_refuses")
+    model = to_tflite(policy)
+    with pytest.raises(BackendUnavailable, match="XNNPACK cannot run this model"):
+        LiteRTBackend(model, policy.observation, policy.action)
+    builtin = LiteRTBackend(model, policy.observation, policy.action, builtin_kernels=True)
+    states = np.random.default_rng(0).normal(size=(500, *policy.observation.shape)).astype(np.float32)
+    assert np.array_equal(builtin.q_values(states), policy.q_values(states))
+    assert main(["export", str(Path(__file__).parent / "data" / "xnnpack_refuses"), "--out", str(tmp_path / "b")]) == 0
+    assert main(["verify", str(tmp_path / "b")]) == 0

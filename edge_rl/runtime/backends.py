@@ -22,7 +22,8 @@ XNNPACK_NOTICE = b"Created TensorFlow Lite XNNPACK delegate"
 
 
 class BackendUnavailable(RuntimeError):
-    """The runtime is not installed here, or installed but broken (e.g. an ABI mismatch)."""
+    """The runtime is not installed here, installed but broken (e.g. an ABI mismatch), or cannot run this
+    model though the file is sound (XNNPACK's limits, which LiteRT's builtin kernels do not have)."""
 
 
 class Backend(ABC):
@@ -188,7 +189,10 @@ class LiteRTBackend(Backend):
         except AttributeError as e:  # how a broken install (e.g. an ABI mismatch) shows up
             raise BackendUnavailable(f"the TFLite interpreter does not work here: {e}") from None
         except (RuntimeError, ValueError, IndexError, KeyError) as e:
-            raise ModelError(f"LiteRT cannot load the model: {str(e).splitlines()[0] if str(e) else e!r}") from None
+            line = str(e).splitlines()[0] if str(e) else repr(e)
+            if not builtin_kernels and "XNNPack" in line:  # the delegate's limits (e.g. requantization < 256)
+                raise BackendUnavailable(f"XNNPACK cannot run this model: {line}") from None
+            raise ModelError(f"LiteRT cannot load the model: {line}") from None
         self._shape = (1, *observation.shape)
 
     def _act_one(self, x: np.ndarray) -> int:
