@@ -1,6 +1,6 @@
 """Sweep throughput: pipelines per hour, one after another in one process vs `edge-rl sweep` on N Ray workers.
 
-The same trials every time: CartPole-v1 pipelines (train 5,000 steps, distill a 16x16 student, quantize to
+The same trials every time: CartPole-v1 pipelines (train 10,000 steps, distill a 16x16 student, quantize to
 int8, export and verify the bundle, evaluate teacher and student), `--trials` of them over seeds and two
 learning rates. The peer is the plain loop a script would write: `run_trial` for each trial in this
 process, no Ray. Each Ray configuration is a fresh `edge-rl sweep` process, so its figure includes
@@ -35,7 +35,7 @@ name = "throughput"
 env_id = "CartPole-v1"
 seeds = {seeds}
 [train]
-steps = 5000
+steps = 10000
 learning_starts = 500
 eval_every = 2500
 early_stop = false
@@ -54,18 +54,19 @@ def loop(spec_path: Path, out: Path) -> float:
     """The peer: every trial's pipeline in turn, in this process."""
     from edge_rl.cli import main as edge_rl
     from edge_rl.sweep.pipeline import run_trial
+    from edge_rl.sweep.runner import trial_dir
     from edge_rl.sweep.spec import load_spec
 
     spec = load_spec(spec_path)
     start = time.perf_counter()
     for trial in spec.trials:
-        run_trial(spec, trial, out / trial.name, edge_rl)
+        run_trial(spec, trial, trial_dir(out, trial), edge_rl)  # the sweep's layout
     return time.perf_counter() - start
 
 
 def failed(out: Path) -> list[str]:
     """Trials that ended failed: the same in every runner (the pipelines are deterministic), so equal work."""
-    results = (json.loads(p.read_text()) for p in sorted(out.glob("**/result.json")))
+    results = (json.loads(p.read_text()) for p in sorted(out.glob("trials/*/result.json")))
     return [r["name"] for r in results if r["status"] != "ok"]
 
 

@@ -227,7 +227,7 @@ def _tune(
                 mode="max" if asha else None,
                 scheduler=scheduler,
                 max_concurrent_trials=workers,
-                reuse_actors=False,
+                reuse_actors=not asha,  # a pruned trial's training thread must die with its actor
             ),
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
