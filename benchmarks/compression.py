@@ -178,7 +178,7 @@ def main() -> None:
             "1-bit layers vs fp32",
             "MACs",
             "return",
-            f"return IQM [95% CI], {EPISODE_SETS} episode sets",
+            f"return IQM [95% CI] over {EPISODE_SETS} episode sets (evaluation noise, 1 training run)",
             "% teacher",
             "agreement",
             "fwd us",

@@ -167,6 +167,9 @@ def assert_one_line_in_process(capsys, args: list[str], needle: str) -> None:
             "no 'score'",
         ),
         (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, score=math.nan)), "'score' is nan"),
+        (lambda d: write_trial(d, "a", '{"score": ' + "9" * 400 + "}"), "no usable result in"),
+        (lambda d: write_trial(d, "a", "[" * 100_000), "nested too deeply"),
+        (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, score=10**400)), "'score' is inf"),
         (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, status="done")), "'status' is 'done'"),
         (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, metrics={"x": "fast"})), "metric 'x' is 'fast'"),
         (lambda d: write_trial(d, "a", result("int8", "sweeping", 0, status="failed")), "no trial of 1 has status ok"),
@@ -208,3 +211,15 @@ def test_help_states_every_default(capsys) -> None:
     assert exit_info.value.code == 0
     for default in ("(default: DIR)", "(default: 2000)", "(default: 0)", "(default: 0.95)", "(default: every numeric"):
         assert default in text, default
+
+
+def test_a_group_that_lost_a_whole_task_is_flagged_and_not_the_baseline(sweep: Path, capsys) -> None:
+    """1bit fails every run on reactive: its IQM over the tasks it has would look best without the note."""
+    for seed in SEEDS:
+        write_trial(
+            sweep, f"1bit-reactive-{seed}", {"group": "1bit", "task": "reactive", "seed": seed, "status": "failed"}
+        )
+    out, _ = report(capsys, str(sweep))
+    assert "note: 1bit has no scored run on reactive" in out
+    doc = json.loads((sweep / "report.json").read_text())
+    assert doc["missing_tasks"] == {"1bit": ["reactive"]} and doc["baseline"] != "1bit"

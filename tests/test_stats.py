@@ -49,7 +49,8 @@ def test_ragged_tasks_pool_every_run() -> None:
 
 
 def test_interval_matches_an_independent_numpy_bootstrap() -> None:
-    scores = np.random.default_rng(3).beta(2, 5, size=(5, 3))  # normalized scores, 5 runs x 3 tasks
+    # 5 runs x 3 tasks of different difficulty: a pooled (unstratified) bootstrap would give a wider interval
+    scores = np.random.default_rng(3).beta(2, 5, size=(5, 3)) + np.array([0.0, 1.0, 2.0])
     estimate = stats.interval_estimate(scores, reps=10_000, seed=1)
     low, high = numpy_percentile_ci(scores, 10_000, 0.95, seed=2)
     assert estimate.point == pytest.approx(float(stats.iqm(scores.reshape(-1))))
@@ -145,3 +146,10 @@ def test_same_seed_same_interval() -> None:
     scores = np.random.default_rng(0).normal(size=(6, 2))
     assert stats.interval_estimate(scores, seed=4) == stats.interval_estimate(scores, seed=4)
     assert stats.interval_estimate(scores, seed=4) != stats.interval_estimate(scores, seed=5)
+
+
+def test_probability_of_improvement_is_the_pairwise_count_with_ties_half() -> None:
+    rng = np.random.default_rng(7)
+    x, y = rng.integers(0, 4, size=(6, 2)).astype(float), rng.integers(0, 4, size=(9, 2)).astype(float)  # many ties
+    pairs = [np.mean((x[:, k, None] > y[None, :, k]) + 0.5 * (x[:, k, None] == y[None, :, k])) for k in range(2)]
+    assert stats.probability_of_improvement(x, y, reps=200).point == pytest.approx(np.mean(pairs))

@@ -100,6 +100,14 @@ def _field(doc: dict[str, Any], key: str, kinds: type | tuple[type, ...]) -> Any
     return value
 
 
+def _finite(value: float | int) -> bool:
+    """A number a float can hold and sums of it stay finite (an integer of 400 digits cannot)."""
+    try:
+        return math.isfinite(value) and abs(float(value)) < 1e300
+    except OverflowError:
+        return False
+
+
 def _read_trial(path: Path) -> Trial:
     """One result.json, or a BadInput whose message says what is wrong with it."""
     try:
@@ -108,6 +116,8 @@ def _read_trial(path: Path) -> Trial:
         raise BadInput(f"cannot read it ({e})") from None
     except json.JSONDecodeError as e:
         raise BadInput(f"not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise BadInput("not usable JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise BadInput("not a JSON object")
     group, task, seed = _field(doc, "group", str), _field(doc, "task", str), _field(doc, "seed", int)
@@ -116,14 +126,16 @@ def _read_trial(path: Path) -> Trial:
         raise BadInput(f"'status' is {status!r}, not one of ok, {', '.join(UNSCORED)}")
     if status != "ok":
         return Trial(path.parent.name, group, task, seed, status)
-    score = float(_field(doc, "score", (int, float)))
-    if not math.isfinite(score):
-        raise BadInput(f"'score' is {score} in a trial whose status is 'ok'")
+    score = _field(doc, "score", (int, float))
+    if not _finite(score):
+        shown = "nan" if score != score else "inf" if isinstance(score, int) or score > 0 else "-inf"
+        raise BadInput(f"'score' is {shown} (or too large) in a trial whose status is 'ok'")
+    score = float(score)
     metrics = {}
     for key, value in _field(doc, "metrics", dict).items():
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             raise BadInput(f"metric {key!r} is {value!r}, not a number or null")
-        if value is not None and math.isfinite(value):  # null and NaN: not measured in this trial
+        if value is not None and _finite(value):  # null, NaN and inf: not measured in this trial
             metrics[key] = value
     return Trial(path.parent.name, group, task, seed, status, score, metrics)
 
@@ -211,7 +223,10 @@ def summarize(trials: list[Trial], args: argparse.Namespace) -> dict[str, Any]:
         groups[group] = entry
     if not scores:
         raise BadInput(f"no trial of {len(trials)} has status ok: nothing to score")
-    baseline = args.baseline or max(scores, key=lambda g: groups[g]["iqm"]["point"])
+    every_task = sorted({t.task for t in trials})
+    missing = {g: [k for k in every_task if k not in tasks] for g, tasks in scores.items()}
+    complete = [g for g in scores if not missing[g]] or list(scores)
+    baseline = args.baseline or max(complete, key=lambda g: groups[g]["iqm"]["point"])
     if baseline not in scores:
         raise BadInput(f"--baseline {baseline!r} is not a group with scored runs; groups: {', '.join(scores)}")
     every = np.concatenate([s for tasks in scores.values() for s in tasks.values()])
@@ -225,6 +240,7 @@ def summarize(trials: list[Trial], args: argparse.Namespace) -> dict[str, Any]:
         "groups": groups,
         "few_runs": sorted(g for g, tasks in scores.items() if min(map(len, tasks.values())) < FEW_RUNS),
         "unequal_runs": sorted(g for g, tasks in scores.items() if len(set(map(len, tasks.values()))) > 1),
+        "missing_tasks": {g: m for g, m in missing.items() if m},
         "baseline": baseline,
         "probability_of_improvement": {
             g: _improvement(scores[g], scores[baseline], settings) for g in scores if g != baseline
@@ -291,6 +307,11 @@ def print_report(doc: dict[str, Any], title: str) -> None:
         print(
             f"note: unequal runs per task in {', '.join(doc['unequal_runs'])}: the all-task IQM weighs a task "
             "by its runs (failures on a hard task flatter it); compare per task"
+        )
+    for group, tasks in doc["missing_tasks"].items():
+        print(
+            f"note: {group} has no scored run on {', '.join(tasks)}: its all-task IQM leaves that out and "
+            "flatters it; it is not the default baseline"
         )
     improvement = doc["probability_of_improvement"]
     if improvement:
