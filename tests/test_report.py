@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("scipy", reason="statistics need the stats extra (training box)")
+
 from edge_rl import stats
 from edge_rl.cli import main
 from tests.test_cli import assert_one_line_error, cli

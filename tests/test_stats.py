@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+pytest.importorskip("scipy", reason="statistics need the stats extra (training box)")
+
 from edge_rl import stats
 from edge_rl.errors import BadInput
 
