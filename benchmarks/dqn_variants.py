@@ -67,9 +67,10 @@ def main() -> None:
         if done.returncode not in (0, 1):  # 1: some trial failed, which the table reports
             raise SystemExit(done.returncode)
 
-    from edge_rl.cli.cmd_report import load_trials, plot_all, summarize
     from edge_rl.stats import Estimate
     from edge_rl.sweep.pipeline import TARGET_FRACTION
+    from edge_rl.sweep.plots import plot_all
+    from edge_rl.sweep.results import load_trials, summarize
     from edge_rl.table import print_table
 
     trials, skipped = load_trials(args.out)
