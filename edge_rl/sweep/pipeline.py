@@ -297,7 +297,8 @@ def read_curve(path: Path, metric: str) -> dict[str, list]:
 def _forward(path: Path, seen: int, metric: str, progress: Progress) -> int:
     """Report the evaluations after the first `seen` lines."""
     for line in _complete_lines(path)[seen:]:
-        value = json.loads(line).get(eval_key(metric))
-        progress(int(json.loads(line)["step"]), float(value) if value is not None else math.nan)
+        entry = json.loads(line)
+        value = entry.get(eval_key(metric))
+        progress(int(entry["step"]), float(value) if value is not None else math.nan)
         seen += 1
     return seen
